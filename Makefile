@@ -1,0 +1,45 @@
+# Every target bootstraps .venv from the pinned requirement files first, so that a fresh clone
+# needs nothing but `make test` (or `make lab`).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+export ANSIBLE_CONFIG := $(abspath ansible.cfg)
+# ansible-test wants the collection under ansible_collections/<namespace>/<name>.
+SANITY_ROOT := .tmp/sanity/ansible_collections/dgxspark/sglang
+
+.PHONY: test unit sanity lint yamllint build clean
+
+$(BIN)/.stamp: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+venv: $(BIN)/.stamp
+
+test: unit sanity lint
+	@echo "make test: all gates passed"
+
+unit: venv
+	$(BIN)/pytest tests/unit
+
+# The collection is copied (tracked and new files, not ignored ones) to a path ansible-test accepts;
+# --venv lets ansible-test install the exact tool versions it pins for each sanity test.
+sanity: venv
+	rm -rf .tmp/sanity
+	mkdir -p $(SANITY_ROOT)
+	git ls-files -z --cached --others --exclude-standard | grep -zv '^collections/' \
+	  | xargs -0 cp --parents -d -t $(SANITY_ROOT)
+	cd $(SANITY_ROOT) && $(abspath $(BIN))/ansible-test sanity --venv --python 3.11 --color no
+
+lint: venv
+	$(BIN)/yamllint --strict .
+	$(BIN)/ansible-lint --profile production
+
+build: venv
+	$(BIN)/ansible-galaxy collection build --force .
+
+clean:
+	rm -rf .tmp $(VENV) dgxspark-sglang-*.tar.gz
