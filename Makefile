@@ -7,8 +7,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
-# ansible-test wants the collection under ansible_collections/<namespace>/<name>.
-SANITY_ROOT := .tmp/sanity/ansible_collections/dgxspark/sglang
+# ansible-test wants the collection under ansible_collections/<namespace>/<name>, in a git tree of its own.
+SANITY_DIR ?= .tmp/sanity
+SANITY_ROOT := $(SANITY_DIR)/ansible_collections/dgxspark/sglang
+SANITY_ARGS ?=
+# ansible-test 2.19 bootstraps pip 24.2 into its venvs with a get-pip.py it downloads from a host
+# this network cannot reach; tests/sanity/get_pip.py does the same job offline (see its docstring).
+GET_PIP_CACHE := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 
 .PHONY: test unit sanity lint yamllint build clean
 
@@ -28,11 +33,14 @@ unit: venv
 # The collection is copied (tracked and new files, not ignored ones) to a path ansible-test accepts;
 # --venv lets ansible-test install the exact tool versions it pins for each sanity test.
 sanity: venv
-	rm -rf .tmp/sanity
+	install -D -m 0644 tests/sanity/get_pip.py $(GET_PIP_CACHE)
+	rm -rf $(SANITY_DIR)
 	mkdir -p $(SANITY_ROOT)
 	git ls-files -z --cached --others --exclude-standard | grep -zv '^collections/' \
 	  | xargs -0 cp --parents -d -t $(SANITY_ROOT)
-	cd $(SANITY_ROOT) && $(abspath $(BIN))/ansible-test sanity --venv --python 3.11 --color no
+	cd $(SANITY_ROOT) && git init -q && \
+	  $(abspath $(BIN))/ansible-test sanity --venv --python 3.11 --color no $(SANITY_ARGS) \
+	  | grep -Ev '^(WARNING: Location|Looking in|Collecting|Downloading|Installing|Successfully|Requirement already| +━)' || exit $${PIPESTATUS[0]}
 
 lint: venv
 	$(BIN)/yamllint --strict .
