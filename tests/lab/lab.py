@@ -1,0 +1,1085 @@
+# -*- coding: utf-8 -*-
+# Copyright: dgxspark.sglang contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The lab: N simulated DGX Sparks on this machine, as systemd-nspawn machines.
+
+Each machine boots systemd as PID 1 from a Debian bookworm rootfs (built once with debootstrap,
+cached, one overlay per machine), lives in its own network namespace and is reached over real SSH
+from the controller namespace ``dgxlab-ctl``. Nothing is added to the host's own network
+namespace. See tests/lab/README.md.
+
+    python3 tests/lab/lab.py up N [--inventory PATH]   start N machines (idempotent), write the inventory
+    python3 tests/lab/lab.py down [--purge]            stop everything; --purge also drops the rootfs cache
+    python3 tests/lab/lab.py status                    one line per machine
+    python3 tests/lab/lab.py ssh NODE [CMD...]         SSH into a machine (NODE: lab-spark-01 or 1)
+    python3 tests/lab/lab.py rootfs                    build the rootfs cache only
+
+Run as root; standard library only. State lives in $DGXSPARK_LAB_DIR (default
+/var/lib/dgxspark-lab), never in the checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import hashlib
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+DEFAULT_LAB_DIR = "/var/lib/dgxspark-lab"
+LAB_DIR = Path(os.environ.get("DGXSPARK_LAB_DIR") or DEFAULT_LAB_DIR)
+
+SUITE = "bookworm"
+PACKAGES = [
+    "systemd", "systemd-sysv", "dbus", "python3", "python3-apt", "sudo", "iproute2",
+    "iputils-ping", "openssh-server", "netplan.io", "ca-certificates", "procps",
+    # `netplan apply` calls udevadm (udevd itself does not run in a container: /sys is read-only).
+    "udev",
+]
+# Bump when the recipe in build_rootfs() changes; the package list is hashed in as well.
+ROOTFS_RECIPE = "4"
+ROOTFS_STAMP = hashlib.sha256(("%s %s %s" % (ROOTFS_RECIPE, SUITE, " ".join(PACKAGES))).encode()).hexdigest()[:16]
+
+NS_PREFIX = "dgxlab"
+SW_NS = NS_PREFIX + "-sw"
+CTL_NS = NS_PREFIX + "-ctl"
+CGROUP_NAME = "dgxspark-lab"
+CGROUP_ROOTS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd")
+MGMT_NET = "172.31.255"          # exists only inside the lab's namespaces
+CTL_IP = MGMT_NET + ".1"
+PROXY_PORT = 3142                # apt proxy for the machines, listening in dgxlab-ctl
+MGMT_BRIDGE = "mgmt"
+MGMT_IF = "enP7s7"               # the Spark's 10 GbE management port name (FACTS.md)
+CX7_IFS = ("enp1s0f1np1", "enP2p1s0f1np1")
+CX7_BRIDGES = ("cx7a", "cx7b")
+CX7_MTU = 9000
+CLONE_NEWNET = 0x40000000
+FIXTURE_DIR_IN_NODE = "/usr/share/dgxspark-lab/nvidia-smi"
+SSH_WAIT_S = 60
+STOP_WAIT_S = 25
+
+
+# --------------------------------------------------------------------------- helpers
+
+def log(msg):
+    sys.stderr.write("lab: %s\n" % msg)
+    sys.stderr.flush()
+
+
+class LabError(Exception):
+    pass
+
+
+def run(argv, check=True, capture=True, **kw):
+    res = subprocess.run(argv, check=False, text=True,
+                         stdout=subprocess.PIPE if capture else None,
+                         stderr=subprocess.PIPE if capture else None, **kw)
+    if check and res.returncode != 0:
+        raise LabError("command failed (rc=%s): %s\n%s%s" % (
+            res.returncode, " ".join(argv), res.stdout or "", res.stderr or ""))
+    return res
+
+
+def node_name(i):
+    return "lab-spark-%02d" % i
+
+
+def node_index(name):
+    m = re.fullmatch(r"(?:lab-spark-)?0*(\d+)", name)
+    if not m:
+        raise LabError("unknown machine %r: use lab-spark-01 or 1" % name)
+    return int(m.group(1))
+
+
+def node_ip(i):
+    return "%s.%d" % (MGMT_NET, 10 + i)
+
+
+def node_ns(i):
+    return "%s-node%d" % (NS_PREFIX, i)
+
+
+def node_dir(i):
+    return LAB_DIR / "nodes" / node_name(i)
+
+
+def mac(i, k):
+    return "02:00:5a:%02x:%02x:%02x" % (i // 256, i % 256, k)
+
+
+def ssh_base(extra_opts=()):
+    return ["ssh", "-o", "ProxyCommand=ip netns exec %s nc %%h %%p" % CTL_NS,
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+            "-i", str(LAB_DIR / "id_ed25519"), *extra_opts]
+
+
+def netns_list():
+    res = run(["ip", "netns", "list"], check=False)
+    return [line.split()[0] for line in (res.stdout or "").splitlines() if line.strip()]
+
+
+def lab_netns():
+    return [n for n in netns_list() if n.startswith(NS_PREFIX + "-")]
+
+
+def link_exists(ns, dev):
+    return run(["ip", "-n", ns, "link", "show", "dev", dev], check=False).returncode == 0
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def read_pid(path):
+    try:
+        return int(Path(path).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def proc_cmdline(pid):
+    try:
+        return Path("/proc/%d/cmdline" % pid).read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
+def nspawn_pid(i):
+    """PID of the machine's systemd-nspawn if it runs (checked against its command line)."""
+    pid = read_pid(node_dir(i) / "nspawn.pid")
+    if pid and pid_alive(pid) and any(b"systemd-nspawn" in a for a in proc_cmdline(pid)[:1]):
+        return pid
+    return None
+
+
+def is_mountpoint(path):
+    path = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as fh:
+        return any(line.split()[4] == path for line in fh)
+
+
+def lab_mounts():
+    """Mount points under the lab dir, deepest first."""
+    root = os.path.realpath(LAB_DIR)
+    found = []
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            mp = line.split()[4].replace("\\040", " ")
+            if mp == root or mp.startswith(root + "/"):
+                found.append(mp)
+    return sorted(found, key=len, reverse=True)
+
+
+def cgroup_dirs(i=None):
+    sub = CGROUP_NAME if i is None else "%s/%s" % (CGROUP_NAME, node_name(i))
+    return [Path(r) / sub for r in CGROUP_ROOTS if Path(r).is_dir()]
+
+
+def cgroup_pids(dirs):
+    pids = set()
+    for d in dirs:
+        if not d.is_dir():
+            continue
+        for procs in d.rglob("cgroup.procs"):
+            try:
+                pids.update(int(p) for p in procs.read_text().split())
+            except OSError:
+                pass
+    return pids
+
+
+def rmdir_tree(d):
+    if not d.is_dir():
+        return
+    for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        try:
+            sub.rmdir()
+        except OSError:
+            pass
+    try:
+        d.rmdir()
+    except OSError as exc:
+        log("could not remove cgroup %s: %s" % (d, exc))
+
+
+def netns_pids(names):
+    """PIDs of processes that live in any of the named network namespaces."""
+    inodes = set()
+    for n in names:
+        try:
+            st = os.stat("/run/netns/%s" % n)
+            inodes.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass
+    pids = set()
+    if not inodes:
+        return pids
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            st = os.stat("/proc/%s/ns/net" % entry)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in inodes:
+            pids.add(int(entry))
+    return pids
+
+
+def kill_all(pids, sig=signal.SIGKILL):
+    for pid in pids:
+        if pid != os.getpid():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+
+def setns(path):
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, "setns(%s): %s" % (path, os.strerror(err)))
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- host apt sources
+
+def _parse_one_line(line):
+    line = line.split("#", 1)[0].strip()
+    if not line.startswith("deb "):
+        return None
+    parts = line.split()[1:]
+    if parts and parts[0].startswith("["):
+        while parts and not parts[0].endswith("]"):
+            parts.pop(0)
+        parts.pop(0)
+    if len(parts) < 3:
+        return None
+    return {"uris": [parts[0]], "suites": [parts[1]], "components": parts[2:]}
+
+
+def _parse_deb822(text):
+    entries = []
+    for para in re.split(r"\n\s*\n", text):
+        fields = {}
+        key = None
+        for raw in para.splitlines():
+            if raw.startswith("#"):
+                continue
+            if raw[:1] in (" ", "\t") and key:
+                fields[key] += " " + raw.strip()
+                continue
+            if ":" in raw:
+                key, val = raw.split(":", 1)
+                key = key.strip().lower()
+                fields[key] = val.strip()
+        if "deb" not in fields.get("types", "").split() or fields.get("enabled", "yes").lower() == "no":
+            continue
+        if not fields.get("uris") or not fields.get("suites"):
+            continue
+        entries.append({"uris": fields["uris"].split(), "suites": fields["suites"].split(),
+                        "components": fields.get("components", "main").split()})
+    return entries
+
+
+def host_apt_entries(etc="/etc/apt"):
+    """The host's enabled `deb` entries (one-line sources.list and deb822 .sources files)."""
+    entries = []
+    files = [Path(etc) / "sources.list"] + sorted((Path(etc) / "sources.list.d").glob("*"))
+    for f in files:
+        if not f.is_file():
+            continue
+        if f.suffix == ".list" or f.name == "sources.list":
+            entries += [e for e in map(_parse_one_line, f.read_text().splitlines()) if e]
+        elif f.suffix == ".sources":
+            entries += _parse_deb822(f.read_text())
+    return [e for e in entries if any(s == SUITE or s.startswith(SUITE + "-") or s.startswith(SUITE + "/")
+                                      for s in e["suites"])]
+
+
+def host_mirror(entries):
+    for e in entries:
+        if SUITE in e["suites"]:
+            return e["uris"][0]
+    raise LabError("no `deb ... %s` entry in the host's /etc/apt/sources.list(.d): the lab uses the "
+                   "host's Debian mirror; add one" % SUITE)
+
+
+def render_sources(entries):
+    paras = []
+    for e in entries:
+        paras.append("Types: deb\nURIs: %s\nSuites: %s\nComponents: %s\n"
+                     "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+                     % (" ".join(e["uris"]), " ".join(e["suites"]), " ".join(e["components"])))
+    return "# The host's Debian mirror (tests/lab/lab.py)\n" + "\n".join(paras)
+
+
+# --------------------------------------------------------------------------- rootfs
+
+SYSFS_NET_UNIT = """\
+# tests/lab/lab.py: a lab accommodation, not part of a real Spark.
+[Unit]
+Description=dgxspark lab: writable /sys/devices/virtual/net for netplan apply (udevadm trigger)
+DefaultDependencies=no
+ConditionVirtualization=container
+Before=systemd-networkd.service network-pre.target sysinit.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -ec 'd=/run/dgxspark-lab-sysfs; mkdir -p $d; mount -t sysfs sysfs $d; \\
+  mount -o remount,rw $d; mount --bind $d/devices/virtual/net /sys/devices/virtual/net; umount $d; rmdir $d'
+
+[Install]
+WantedBy=sysinit.target
+"""
+
+
+def rootfs_path():
+    return LAB_DIR / ("rootfs-" + SUITE)
+
+
+def rootfs_ready():
+    stamp = rootfs_path() / ".dgxspark-lab-stamp"
+    return stamp.is_file() and stamp.read_text().strip() == ROOTFS_STAMP
+
+
+def chroot_run(root, script):
+    """Run a shell script in a chroot inside a private mount namespace (its mounts vanish with it)."""
+    wrapper = ("set -e; mount -t proc proc '{r}/proc'; mount -t sysfs sys '{r}/sys'; "
+               "mount --bind /dev '{r}/dev'; mount -t devpts devpts '{r}/dev/pts' -o newinstance; "
+               "exec chroot '{r}' /bin/sh -ec \"$0\"").format(r=root)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C", LANG="C")
+    res = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", wrapper, script],
+                         env=env, check=False, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if res.returncode != 0:
+        raise LabError("rootfs step failed (rc=%s):\n%s" % (res.returncode, res.stdout[-4000:]))
+    return res.stdout
+
+
+def build_rootfs(force=False):
+    if rootfs_ready() and not force:
+        return False
+    require_tools(["debootstrap", "unshare", "chroot"])
+    entries = host_apt_entries()
+    mirror = host_mirror(entries)
+    final = rootfs_path()
+    tmp = LAB_DIR / ("rootfs-%s.tmp" % SUITE)
+    if lab_mounts():
+        raise LabError("the rootfs must be (re)built, but machines use it (%s): run `lab.py down` first"
+                       % ", ".join(lab_mounts()))
+    for d in (tmp, final):
+        if d.exists():
+            shutil.rmtree(d)
+    LAB_DIR.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    log("debootstrap --variant=minbase %s from %s (once; cached in %s)" % (SUITE, mirror, final))
+    res = subprocess.run(["unshare", "--mount", "--propagation", "private",
+                          "debootstrap", "--variant=minbase", SUITE, str(tmp), mirror],
+                         check=False, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if res.returncode != 0:
+        raise LabError("debootstrap failed (rc=%s):\n%s" % (res.returncode, res.stdout[-4000:]))
+    (tmp / "etc/apt/sources.list.d").mkdir(parents=True, exist_ok=True)
+    (tmp / "etc/apt/sources.list.d/debian.sources").write_text(render_sources(entries))
+    sl = tmp / "etc/apt/sources.list"
+    if sl.exists():
+        sl.unlink()
+    # No daemon may start inside the chroot (sshd would bind the host's port 22).
+    policy = tmp / "usr/sbin/policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    log("installing %s" % " ".join(PACKAGES))
+    chroot_run(str(tmp), "apt-get update -q; apt-get install -y -q --no-install-recommends %s; "
+               "apt-get clean; rm -rf /var/lib/apt/lists/*" % " ".join(PACKAGES))
+    policy.unlink()
+    conf = tmp / "etc/systemd/system.conf.d"
+    conf.mkdir(parents=True, exist_ok=True)
+    (conf / "10-dgxspark-lab.conf").write_text("# tests/lab/lab.py: stops must not hang a test run\n"
+                                               "[Manager]\nDefaultTimeoutStopSec=15s\n")
+    # systemd-networkd applies what netplan generates (the cx7_network role); wait-online is off
+    # because the CX7 stand-ins are down at boot and it would hold boot for two minutes.
+    chroot_run(str(tmp), "systemctl enable systemd-networkd.service; "
+               "systemctl disable systemd-networkd-wait-online.service || true; "
+               "systemctl mask getty@tty1.service serial-getty@console.service || true")
+    # netplan apply runs `udevadm trigger`, which writes to /sys/devices/virtual/net/*/uevent; nspawn
+    # mounts /sys read-only. This unit makes only that folder writable (/sys itself stays read-only,
+    # so systemd-networkd still knows that udevd does not run, as in any container).
+    unit = tmp / "etc/systemd/system/dgxspark-lab-sysfs-net.service"
+    unit.write_text(SYSFS_NET_UNIT)
+    (tmp / "etc/systemd/system/sysinit.target.wants").mkdir(parents=True, exist_ok=True)
+    (tmp / "etc/systemd/system/sysinit.target.wants" / unit.name).symlink_to("../" + unit.name)
+    sshd_conf = tmp / "etc/ssh/sshd_config.d"
+    sshd_conf.mkdir(parents=True, exist_ok=True)
+    (sshd_conf / "10-dgxspark-lab.conf").write_text("PermitRootLogin prohibit-password\nUseDNS no\n")
+    # Per machine: host keys, machine-id, hostname, resolv.conf are written at `up`.
+    for key in (tmp / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    (tmp / "etc/machine-id").write_text("")
+    dbus_id = tmp / "var/lib/dbus/machine-id"
+    if dbus_id.exists() or dbus_id.is_symlink():
+        dbus_id.unlink()
+    (tmp / "etc/resolv.conf").unlink(missing_ok=True)
+    (tmp / "etc/resolv.conf").write_text("# no DNS inside the lab; apt goes through the lab's proxy\n")
+    (tmp / ".dgxspark-lab-stamp").write_text(ROOTFS_STAMP + "\n")
+    tmp.rename(final)
+    log("rootfs ready in %.1f s" % (time.monotonic() - t0))
+    return True
+
+
+# --------------------------------------------------------------------------- network
+
+def ensure_netns(name):
+    if name not in netns_list():
+        run(["ip", "netns", "add", name])
+    run(["ip", "-n", name, "link", "set", "lo", "up"])
+
+
+def ensure_switch():
+    ensure_netns(SW_NS)
+    for br in (MGMT_BRIDGE,) + CX7_BRIDGES:
+        if not link_exists(SW_NS, br):
+            run(["ip", "-n", SW_NS, "link", "add", br, "type", "bridge"])
+        if br != MGMT_BRIDGE:
+            run(["ip", "-n", SW_NS, "link", "set", br, "mtu", str(CX7_MTU)])
+        run(["ip", "-n", SW_NS, "link", "set", br, "up"])
+    ensure_netns(CTL_NS)
+    if not link_exists(SW_NS, "ctl-mgmt"):
+        run(["ip", "-n", SW_NS, "link", "add", "ctl-mgmt", "type", "veth", "peer", "name", "mgmt0",
+             "netns", CTL_NS])
+    run(["ip", "-n", SW_NS, "link", "set", "ctl-mgmt", "master", MGMT_BRIDGE, "up"])
+    if CTL_IP not in run(["ip", "-n", CTL_NS, "-4", "addr", "show", "dev", "mgmt0"]).stdout:
+        run(["ip", "-n", CTL_NS, "addr", "add", CTL_IP + "/24", "dev", "mgmt0"])
+    run(["ip", "-n", CTL_NS, "link", "set", "mgmt0", "up"])
+
+
+def ensure_node_net(i):
+    ns = node_ns(i)
+    ensure_netns(ns)
+    wires = [("n%d-mgmt" % i, MGMT_IF, MGMT_BRIDGE, None)]
+    wires += [("n%d-%s" % (i, br), ifname, br, CX7_MTU) for ifname, br in zip(CX7_IFS, CX7_BRIDGES)]
+    for k, (sw_end, node_end, br, mtu) in enumerate(wires):
+        if not link_exists(SW_NS, sw_end):
+            run(["ip", "-n", SW_NS, "link", "add", sw_end, "type", "veth", "peer", "name", node_end,
+                 "netns", ns])
+            run(["ip", "-n", ns, "link", "set", node_end, "address", mac(i, k)])
+        if mtu:
+            run(["ip", "-n", SW_NS, "link", "set", sw_end, "mtu", str(mtu)])
+        run(["ip", "-n", SW_NS, "link", "set", sw_end, "master", br, "up"])
+    # The management port is configured like the Spark's (static, before boot); the CX7 stand-ins
+    # stay down and unconfigured: the cx7_network role brings them up.
+    if node_ip(i) not in run(["ip", "-n", ns, "-4", "addr", "show", "dev", MGMT_IF]).stdout:
+        run(["ip", "-n", ns, "addr", "add", node_ip(i) + "/24", "dev", MGMT_IF])
+    run(["ip", "-n", ns, "link", "set", MGMT_IF, "up"])
+
+
+# --------------------------------------------------------------------------- apt proxy
+
+def _relay(src_file, dst, n):
+    while n > 0:
+        chunk = src_file.read(min(n, 65536))
+        if not chunk:
+            raise OSError("upstream closed early")
+        dst.sendall(chunk)
+        n -= len(chunk)
+
+
+def _tunnel(a, b):
+    socks = [a, b]
+    while True:
+        ready, _w, _x = select.select(socks, [], [], 600)
+        if not ready:
+            return
+        for s in ready:
+            data = s.recv(65536)
+            if not data:
+                return
+            (b if s is a else a).sendall(data)
+
+
+def _read_head(f):
+    lines = []
+    while True:
+        line = f.readline(65537)
+        if not line:
+            return None
+        if line in (b"\r\n", b"\n"):
+            if lines:
+                return lines
+            continue
+        lines.append(line)
+
+
+def _header(lines, name):
+    name = name.lower() + b":"
+    for line in lines[1:]:
+        if line.lower().startswith(name):
+            return line.split(b":", 1)[1].strip()
+    return None
+
+
+def _serve_client(client):
+    client.settimeout(600)
+    cf = client.makefile("rb")
+    upstreams = {}
+    try:
+        while True:
+            head = _read_head(cf)
+            if head is None:
+                return
+            method, target, version = head[0].decode("latin-1").split()
+            if method == "CONNECT":
+                host, port = target.rsplit(":", 1)
+                up = socket.create_connection((host, int(port)), timeout=30)
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                _tunnel(client, up)
+                up.close()
+                return
+            url = urllib.parse.urlsplit(target)
+            if url.scheme != "http" or not url.hostname:
+                client.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                return
+            key = (url.hostname, url.port or 80)
+            path = (url.path or "/") + ("?" + url.query if url.query else "")
+            keep = [h for h in head[1:] if not h.lower().startswith(
+                (b"proxy-connection:", b"proxy-authorization:", b"connection:", b"keep-alive:"))]
+            if _header(head, b"host") is None:
+                keep.insert(0, b"Host: " + url.netloc.encode() + b"\r\n")
+            conn_hdr = (_header(head, b"connection") or _header(head, b"proxy-connection") or b"").lower()
+            client_close = b"close" in conn_hdr or version == "HTTP/1.0"
+            if key not in upstreams:
+                s = socket.create_connection(key, timeout=60)
+                upstreams[key] = (s, s.makefile("rb"))
+            up, uf = upstreams[key]
+            up.sendall(("%s %s HTTP/1.1\r\n" % (method, path)).encode() + b"".join(keep)
+                       + b"Connection: keep-alive\r\n\r\n")
+            body_len = int(_header(head, b"content-length") or 0)
+            if body_len:
+                _relay(cf, up, body_len)
+            resp = _read_head(uf)
+            if resp is None:
+                raise OSError("upstream closed")
+            code = int(resp[0].split()[1])
+            client.sendall(b"".join(resp) + b"\r\n")
+            up_close = b"close" in (_header(resp, b"connection") or b"").lower()
+            if method == "HEAD" or code in (204, 304) or 100 <= code < 200:
+                pass
+            elif b"chunked" in (_header(resp, b"transfer-encoding") or b"").lower():
+                while True:
+                    size_line = uf.readline(1024)
+                    client.sendall(size_line)
+                    size = int(size_line.split(b";")[0].strip() or b"0", 16)
+                    if size == 0:
+                        while True:
+                            trailer = uf.readline(65537)
+                            client.sendall(trailer)
+                            if trailer in (b"\r\n", b"\n", b""):
+                                break
+                        break
+                    _relay(uf, client, size + 2)
+            elif _header(resp, b"content-length") is not None:
+                _relay(uf, client, int(_header(resp, b"content-length")))
+            else:
+                while True:
+                    chunk = uf.read1(65536)
+                    if not chunk:
+                        break
+                    client.sendall(chunk)
+                return
+            if up_close:
+                up.close()
+                del upstreams[key]
+            if client_close:
+                return
+    except (OSError, ValueError, IndexError) as exc:
+        try:
+            sys.stderr.write("proxy: %s\n" % exc)
+        except OSError:
+            pass
+    finally:
+        for s, _f in upstreams.values():
+            s.close()
+        client.close()
+
+
+def cmd_proxy(_args):
+    """A small HTTP proxy: listens inside dgxlab-ctl, connects out from the host's namespace.
+
+    The machines have no route out of the lab (nothing is added to the host's namespace), so apt
+    inside them reaches the host's Debian mirror through this proxy (Acquire::http::Proxy).
+    """
+    root_ns = os.open("/proc/self/ns/net", os.O_RDONLY)
+    setns("/run/netns/%s" % CTL_NS)
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((CTL_IP, PROXY_PORT))
+    srv.listen(64)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(root_ns, CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "setns back to the host namespace")
+    os.close(root_ns)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    sys.stderr.write("proxy: listening on %s:%d in %s\n" % (CTL_IP, PROXY_PORT, CTL_NS))
+    sys.stderr.flush()
+    while True:
+        client, _addr = srv.accept()
+        threading.Thread(target=_serve_client, args=(client,), daemon=True).start()
+
+
+def proxy_pid():
+    pid = read_pid(LAB_DIR / "proxy.pid")
+    if pid and pid_alive(pid) and b"_proxy" in proc_cmdline(pid):
+        return pid
+    return None
+
+
+def ensure_proxy():
+    if proxy_pid():
+        return
+    logf = open(LAB_DIR / "proxy.log", "ab")
+    p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_proxy"], stdin=subprocess.DEVNULL,
+                         stdout=logf, stderr=logf, start_new_session=True, close_fds=True)
+    logf.close()
+    (LAB_DIR / "proxy.pid").write_text("%d\n" % p.pid)
+
+
+# --------------------------------------------------------------------------- machines
+
+def ensure_key():
+    key = LAB_DIR / "id_ed25519"
+    if not key.exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "dgxspark-lab", "-f", str(key)])
+    return (LAB_DIR / "id_ed25519.pub").read_text()
+
+
+def host_keys(i):
+    d = node_dir(i) / "hostkeys"
+    if not (d / "etc/ssh/ssh_host_ed25519_key").exists():
+        (d / "etc/ssh").mkdir(parents=True, exist_ok=True)
+        for kind in ("ed25519", "ecdsa"):
+            run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", "root@" + node_name(i),
+                 "-f", str(d / ("etc/ssh/ssh_host_%s_key" % kind))])
+    return sorted((d / "etc/ssh").glob("ssh_host_*"))
+
+
+def prepare_node(i, n, pubkey):
+    d = node_dir(i)
+    merged = d / "merged"
+    if is_mountpoint(merged):
+        run(["umount", str(merged)])
+    for sub in ("upper", "work"):
+        if (d / sub).exists():
+            shutil.rmtree(d / sub)
+    for sub in ("upper", "work", "merged"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    run(["mount", "-t", "overlay", "overlay", "-o",
+         "lowerdir=%s,upperdir=%s,workdir=%s" % (rootfs_path(), d / "upper", d / "work"), str(merged)])
+    name = node_name(i)
+    (merged / "etc/hostname").write_text(name + "\n")
+    hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    hosts += ["%s\t%s" % (node_ip(j), node_name(j)) for j in range(1, n + 1)]
+    (merged / "etc/hosts").write_text("\n".join(hosts) + "\n")
+    (merged / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
+    ssh_dir = merged / "root/.ssh"
+    ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (ssh_dir / "authorized_keys").write_text(pubkey)
+    (ssh_dir / "authorized_keys").chmod(0o600)
+    for key in host_keys(i):
+        dst = merged / "etc/ssh" / key.name
+        shutil.copyfile(key, dst)
+        dst.chmod(0o644 if key.name.endswith(".pub") else 0o600)
+    shutil.copyfile(HERE / "files/nvidia-smi", merged / "usr/bin/nvidia-smi")
+    (merged / "usr/bin/nvidia-smi").chmod(0o755)
+    fx = merged / FIXTURE_DIR_IN_NODE.lstrip("/")
+    fx.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(HERE / "files/nvidia_smi.py", fx / "nvidia_smi.py")
+    for f in (HERE / "files/fixtures").glob("gb10*"):
+        shutil.copyfile(f, fx / f.name)
+    (merged / "etc/apt/apt.conf.d/01dgxspark-lab-proxy").write_text(
+        "// tests/lab/lab.py: the lab has no route out; apt reaches the host's mirror through this\n"
+        'Acquire::http::Proxy "http://%s:%d";\nAcquire::https::Proxy "http://%s:%d";\n'
+        % (CTL_IP, PROXY_PORT, CTL_IP, PROXY_PORT))
+
+
+def start_node(i):
+    name = node_name(i)
+    cgdirs = cgroup_dirs(i)
+    for cg in cgdirs:
+        cg.mkdir(parents=True, exist_ok=True)
+
+    def into_cgroup():
+        pid = str(os.getpid())
+        for cg in cgdirs:
+            with open(cg / "cgroup.procs", "w") as fh:
+                fh.write(pid)
+
+    argv = ["systemd-nspawn", "-D", str(node_dir(i) / "merged"), "-M", name, "-b",
+            "--register=no", "--keep-unit", "--console=passive",
+            # --private-network with the path: nspawn then grants CAP_NET_ADMIN and mounts /sys
+            # from the machine's own namespace (without it /sys/class/net shows the host's links).
+            "--network-namespace-path=/run/netns/%s" % node_ns(i), "--private-network",
+            "--resolv-conf=off", "--link-journal=no", "--timezone=off"]
+    logf = open(LAB_DIR / ("%s.log" % name), "ab")
+    logf.write(("\n==== %s up: %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), " ".join(argv))).encode())
+    logf.flush()
+    env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env,
+                         start_new_session=True, preexec_fn=into_cgroup, close_fds=True)
+    logf.close()
+    (node_dir(i) / "nspawn.pid").write_text("%d\n" % p.pid)
+    return p.pid
+
+
+def log_tail(i, lines=25):
+    try:
+        return "\n".join((LAB_DIR / ("%s.log" % node_name(i))).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+WAIT_SSH = r"""
+import socket, sys, time
+hosts = sys.argv[2:]; deadline = time.time() + float(sys.argv[1]); left = set(hosts)
+while left and time.time() < deadline:
+    for h in sorted(left):
+        try:
+            s = socket.create_connection((h, 22), timeout=1); s.settimeout(2)
+            if s.recv(64).startswith(b"SSH-"): left.discard(h)
+            s.close()
+        except OSError: pass
+    if left: time.sleep(0.1)
+print(" ".join(sorted(left)))
+"""
+
+
+def ssh_banner_missing(indices, timeout):
+    res = run(["ip", "netns", "exec", CTL_NS, sys.executable, "-c", WAIT_SSH, str(timeout)]
+              + [node_ip(i) for i in indices], check=False)
+    missing = set((res.stdout or "").split())
+    return [i for i in indices if node_ip(i) in missing]
+
+
+def wait_ready(indices):
+    deadline = time.monotonic() + SSH_WAIT_S
+    pending = list(indices)
+    while pending and time.monotonic() < deadline:
+        dead = [i for i in pending if not nspawn_pid(i)]
+        if dead:
+            raise LabError("%s exited while booting; its log (%s) ends with:\n%s" % (
+                node_name(dead[0]), LAB_DIR / ("%s.log" % node_name(dead[0])), log_tail(dead[0])))
+        pending = ssh_banner_missing(pending, 2)
+    if pending:
+        raise LabError("sshd did not answer within %d s on %s; the log (%s) ends with:\n%s" % (
+            SSH_WAIT_S, node_name(pending[0]), LAB_DIR / ("%s.log" % node_name(pending[0])), log_tail(pending[0])))
+    procs = {i: subprocess.Popen(ssh_base(["-o", "ConnectTimeout=10"]) + ["root@" + node_ip(i), "true"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in indices}
+    for i, p in procs.items():
+        _out, err = p.communicate(timeout=30)
+        if p.returncode != 0:
+            raise LabError("ssh root@%s (%s) failed: %s" % (node_ip(i), node_name(i), err.strip()))
+
+
+def stop_nodes(indices):
+    """Orderly poweroff (SIGTERM to nspawn halts the machine), then SIGKILL whatever is left."""
+    waiting = {}
+    for i in indices:
+        pid = nspawn_pid(i)
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            waiting[i] = pid
+    stopped = dict(waiting)
+    deadline = time.monotonic() + STOP_WAIT_S
+    while waiting and time.monotonic() < deadline:
+        waiting = {i: p for i, p in waiting.items() if pid_alive(p)}
+        if waiting:
+            time.sleep(0.1)
+    for i, pid in waiting.items():
+        log("%s did not power off within %d s: killing it" % (node_name(i), STOP_WAIT_S))
+        kill_all([pid])
+    # nspawn's parent is gone (up detached it), so init reaps it: give that a moment, so that
+    # no <defunct> entry is left when down returns.
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and any(os.path.exists("/proc/%d" % p) for p in stopped.values()):
+        time.sleep(0.05)
+    for i in indices:
+        for _round in range(50):
+            pids = cgroup_pids(cgroup_dirs(i)) | netns_pids([node_ns(i)])
+            if not pids:
+                break
+            kill_all(pids)
+            time.sleep(0.1)
+        merged = node_dir(i) / "merged"
+        for mp in [m for m in lab_mounts() if m.startswith(str(node_dir(i)))]:
+            if run(["umount", mp], check=False).returncode != 0:
+                run(["umount", "-l", mp], check=False)
+        if merged.exists() and not is_mountpoint(merged):
+            for sub in ("upper", "work"):
+                shutil.rmtree(node_dir(i) / sub, ignore_errors=True)
+        for cg in cgroup_dirs(i):
+            rmdir_tree(cg)
+        (node_dir(i) / "nspawn.pid").unlink(missing_ok=True)
+        if node_ns(i) in netns_list():
+            run(["ip", "netns", "del", node_ns(i)], check=False)
+        # Its bridge ports vanish with the namespace, which the kernel tears down asynchronously:
+        # wait, or a quick `up` would find the old ports and then lose them.
+        deadline = time.monotonic() + 10
+        while (SW_NS in netns_list() and link_exists(SW_NS, "n%d-mgmt" % i)
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
+
+
+def state_read():
+    try:
+        return json.loads((LAB_DIR / "state.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def state_write(state):
+    LAB_DIR.mkdir(parents=True, exist_ok=True)
+    (LAB_DIR / "state.json").write_text(json.dumps(state, indent=1) + "\n")
+
+
+def known_nodes():
+    found = set(range(1, state_read().get("nodes", 0) + 1))
+    for n in lab_netns():
+        m = re.fullmatch(NS_PREFIX + r"-node(\d+)", n)
+        if m:
+            found.add(int(m.group(1)))
+    if (LAB_DIR / "nodes").is_dir():
+        for d in (LAB_DIR / "nodes").iterdir():
+            m = re.fullmatch(r"lab-spark-(\d+)", d.name)
+            if m:
+                found.add(int(m.group(1)))
+    return sorted(found)
+
+
+# --------------------------------------------------------------------------- inventory
+
+INVENTORY_HEAD = """\
+---
+# The lab: simulated DGX Sparks made by tests/lab/lab.py (systemd-nspawn machines, one network
+# namespace each), in the shape of inventories/spark. Written by `tests/lab/lab.py up {n}`.
+# Cluster settings are in group_vars/spark.yml, SSH through the lab's namespaces in group_vars/all.yml.
+all:
+  children:
+    spark:
+      hosts:
+"""
+INVENTORY_HOST = """\
+        {name}:
+          # Management address (enP7s7 on the lab's mgmt bridge): SSH goes here, never NCCL.
+          ansible_host: {ip}
+"""
+
+
+def render_inventory(n):
+    return INVENTORY_HEAD.format(n=n) + "".join(
+        INVENTORY_HOST.format(name=node_name(i), ip=node_ip(i)) for i in range(1, n + 1))
+
+
+def write_inventory(n, path):
+    """inventories/lab for 2 machines (the committed one); else a copy with N hosts elsewhere."""
+    repo_inv = REPO / "inventories/lab"
+    text = render_inventory(n)
+    if path is None and n == 2 and str(LAB_DIR) == DEFAULT_LAB_DIR:
+        committed = repo_inv / "hosts.yml"
+        if not committed.is_file() or committed.read_text() != text:
+            committed.write_text(text)
+        return repo_inv
+    if path is None:
+        path = LAB_DIR / ("inventory-%d" % n)
+    path = Path(path)
+    (path / "group_vars").mkdir(parents=True, exist_ok=True)
+    (path / "hosts.yml").write_text(text)
+    if path.resolve() != repo_inv.resolve():
+        for f in (repo_inv / "group_vars").glob("*.yml"):
+            (path / "group_vars" / f.name).write_text(f.read_text().replace(DEFAULT_LAB_DIR, str(LAB_DIR)))
+    return path
+
+
+# --------------------------------------------------------------------------- commands
+
+def require_root():
+    if os.geteuid() != 0:
+        raise LabError("run as root (namespaces, mounts and cgroups need it)")
+
+
+def require_tools(tools):
+    missing = [t for t in tools if not shutil.which(t)]
+    if missing:
+        raise LabError("missing %s: run tests/lab/install-deps.sh" % ", ".join(missing))
+
+
+def cmd_rootfs(args):
+    require_root()
+    if not build_rootfs(force=args.force):
+        log("rootfs is cached and current: %s" % rootfs_path())
+
+
+def cmd_up(args):
+    require_root()
+    require_tools(["systemd-nspawn", "ip", "nc", "ssh", "ssh-keygen", "unshare"])
+    n = args.count
+    if n < 1 or n > 200:
+        raise LabError("N must be 1..200")
+    t0 = time.monotonic()
+    build_rootfs()
+    LAB_DIR.mkdir(parents=True, exist_ok=True)
+    pubkey = ensure_key()
+    extra = [i for i in known_nodes() if i > n]
+    if extra:
+        log("stopping %s (not part of `up %d`)" % (", ".join(map(node_name, extra)), n))
+        stop_nodes(extra)
+        for i in extra:
+            shutil.rmtree(node_dir(i), ignore_errors=True)
+    state_write({"nodes": n})
+    if not any(Path("/run/netns").glob("*")) and not is_mountpoint("/run/netns"):
+        (LAB_DIR / "run-netns-mounted-by-lab").write_text("ip netns add mounts /run/netns\n")
+    ensure_switch()
+    ensure_proxy()
+    started = []
+    for i in range(1, n + 1):
+        if nspawn_pid(i):
+            ensure_node_net(i)
+            continue
+        stop_nodes([i])        # leftovers of a machine that died: mounts, cgroups, namespace
+        ensure_node_net(i)
+        prepare_node(i, n, pubkey)
+        start_node(i)
+        started.append(i)
+    wait_ready(range(1, n + 1))
+    inv = write_inventory(n, args.inventory)
+    log("%d machine(s) up (%s started) in %.1f s; inventory: %s" % (
+        n, ", ".join(map(node_name, started)) or "none", time.monotonic() - t0, inv))
+    print(inv)
+
+
+def cmd_down(args):
+    require_root()
+    t0 = time.monotonic()
+    nodes = known_nodes()
+    stop_nodes(nodes)
+    pid = proxy_pid()
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+    (LAB_DIR / "proxy.pid").unlink(missing_ok=True)
+    for _round in range(50):
+        pids = netns_pids(lab_netns()) | cgroup_pids(cgroup_dirs())
+        if not pids:
+            break
+        kill_all(pids)
+        time.sleep(0.1)
+    for ns in lab_netns():
+        run(["ip", "netns", "del", ns], check=False)
+    for mp in lab_mounts():
+        if run(["umount", mp], check=False).returncode != 0:
+            run(["umount", "-l", mp], check=False)
+    for cg in cgroup_dirs():
+        rmdir_tree(cg)
+    flag = LAB_DIR / "run-netns-mounted-by-lab"
+    if flag.exists():
+        if not any(Path("/run/netns").glob("*")) and is_mountpoint("/run/netns"):
+            run(["umount", "/run/netns"], check=False)
+        if not is_mountpoint("/run/netns"):
+            flag.unlink()
+    for i in nodes:
+        for sub in ("upper", "work", "merged"):
+            p = node_dir(i) / sub
+            if p.exists() and not is_mountpoint(p):
+                shutil.rmtree(p, ignore_errors=True)
+    if LAB_DIR.exists():
+        state_write({"nodes": 0})
+    if args.purge and LAB_DIR.exists():
+        if lab_mounts():
+            raise LabError("mounts remain under %s: %s" % (LAB_DIR, lab_mounts()))
+        shutil.rmtree(LAB_DIR)
+    left = lab_netns() + lab_mounts() + [str(c) for c in cgroup_dirs() if c.exists()]
+    if left:
+        raise LabError("down left these behind: %s" % ", ".join(left))
+    log("down in %.1f s (%d machine(s))%s" % (time.monotonic() - t0, len(nodes), "; cache purged" if args.purge else ""))
+
+
+def cmd_status(_args):
+    nodes = known_nodes()
+    if not nodes:
+        print("lab: no machines (%s)" % LAB_DIR)
+        return
+    up = [i for i in nodes if nspawn_pid(i)]
+    missing = set(ssh_banner_missing(up, 2)) if up and CTL_NS in netns_list() else set(up)
+    print("proxy: %s" % ("running (pid %d)" % proxy_pid() if proxy_pid() else "not running"))
+    for i in nodes:
+        addrs = ""
+        if node_ns(i) in netns_list():
+            res = run(["ip", "-n", node_ns(i), "-br", "addr", "show"], check=False)
+            addrs = "; ".join(" ".join(line.split()) for line in res.stdout.splitlines() if not line.startswith("lo "))
+        state = "running" if i in up else "stopped"
+        ssh = "ssh ok" if i in up and i not in missing else "ssh down"
+        print("%s  %-15s %-8s %-8s %s" % (node_name(i), node_ip(i), state, ssh, addrs))
+
+
+def cmd_ssh(args):
+    i = node_index(args.node)
+    os.execvp("ssh", ssh_base(["-t"] if not args.cmd and sys.stdin.isatty() else []) + ["root@" + node_ip(i)] + args.cmd)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="lab.py", description=__doc__.split("\n\n", maxsplit=1)[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("up", help="start N machines (idempotent)")
+    p.add_argument("count", type=int, metavar="N")
+    p.add_argument("--inventory", type=Path, default=None,
+                   help="folder to write hosts.yml + group_vars into (default: inventories/lab for N=2, "
+                        "else $DGXSPARK_LAB_DIR/inventory-N)")
+    p.set_defaults(func=cmd_up)
+    p = sub.add_parser("down", help="stop all machines, remove namespaces, mounts, cgroups")
+    p.add_argument("--purge", action="store_true", help="also remove the rootfs cache and the lab dir")
+    p.set_defaults(func=cmd_down)
+    sub.add_parser("status", help="one line per machine").set_defaults(func=cmd_status)
+    p = sub.add_parser("ssh", help="ssh into a machine")
+    p.add_argument("node")
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_ssh)
+    p = sub.add_parser("rootfs", help="build the rootfs cache only")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_rootfs)
+    sub.add_parser("_proxy").set_defaults(func=cmd_proxy)
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except LabError as exc:
+        log("error: %s" % exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
