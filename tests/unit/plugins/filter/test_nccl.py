@@ -1,0 +1,143 @@
+# -*- coding: utf-8 -*-
+# Copyright: dgxspark.sglang contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Tests of the dgxspark.sglang.nccl_env filters, and of the nccl_env role that uses them."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.dgxspark.sglang.plugins.filter import nccl as nccl_filter
+
+ROOT = pathlib.Path(__file__).resolve().parents[4]
+TWINS = ['enp1s0f1np1', 'enP2p1s0f1np1']
+SPARK_RDMA = ['rocep1s0f1', 'roceP2p1s0f1']
+FILTERS = nccl_filter.FilterModule().filters()
+
+
+def test_filters_are_registered():
+    assert set(FILTERS) == {'nccl_env', 'nccl_env_file'}
+
+
+def test_nccl_env_filter_on_a_spark():
+    env = FILTERS['nccl_env'](TWINS, rdma_devices=SPARK_RDMA, extra={'NCCL_DEBUG': 'INFO'})
+    assert env['NCCL_IB_HCA'] == '=rocep1s0f1,roceP2p1s0f1'
+    assert env['NCCL_DEBUG'] == 'INFO'
+
+
+def test_nccl_env_filter_raises_one_error_listing_every_problem():
+    with pytest.raises(AnsibleFilterError) as info:
+        FILTERS['nccl_env'](TWINS, rdma_devices=[], extra={'NCCL_TIMEOUT': 1800, 'NCCL_SOCKET_IFNAME': 'enP7s7'})
+    text = str(info.value)
+    assert 'has 2 problems' in text
+    assert text.count('nccl_env_extra') >= 2
+    assert '--dist-timeout' in text and 'management network' in text
+
+
+def test_nccl_env_filter_warns_about_gid_index(monkeypatch):
+    seen = []
+    monkeypatch.setattr(nccl_filter.display, 'warning', seen.append)
+    FILTERS['nccl_env'](TWINS, rdma_devices=SPARK_RDMA, extra={'NCCL_IB_GID_INDEX': 3})
+    assert len(seen) == 1 and 'NCCL_IB_GID_INDEX' in seen[0]
+
+
+def test_nccl_env_file_filter_renders_and_rejects():
+    text = FILTERS['nccl_env_file'](FILTERS['nccl_env'](TWINS, rdma_devices=[]))
+    assert 'NCCL_SOCKET_IFNAME==enp1s0f1np1,enP2p1s0f1np1\n' in text
+    with pytest.raises(AnsibleFilterError):
+        FILTERS['nccl_env_file']({'NCCL_DEBUG': 'INFO\nX=1'})
+    with pytest.raises(AnsibleFilterError):
+        FILTERS['nccl_env_file'](['NCCL_DEBUG=INFO'])
+
+
+# ---- the role, run for real against this machine (connection local) --------------------------------
+
+PLAYBOOK = """
+- hosts: all
+  gather_facts: false
+  roles:
+    - role: dgxspark.sglang.nccl_env
+"""
+
+
+def run_role(tmp_path, extra_vars, *args):
+    playbook = tmp_path / 'play.yml'
+    playbook.write_text(PLAYBOOK)
+    varsfile = tmp_path / 'vars.json'
+    varsfile.write_text(json.dumps(extra_vars))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / 'ansible.cfg'), ANSIBLE_NOCOLOR='1',
+               ANSIBLE_PYTHON_INTERPRETER=sys.executable)
+    cmd = [str(pathlib.Path(sys.executable).parent / 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
+           '-e', '@%s' % varsfile, str(playbook)] + list(args)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+needs_root_and_playbook = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which('ansible-playbook', path=str(pathlib.Path(sys.executable).parent)),
+    reason='the role writes files owned by root; needs root and ansible-playbook beside this Python')
+
+
+@needs_root_and_playbook
+def test_role_writes_the_spark_file_and_is_idempotent(tmp_path):
+    target = tmp_path / 'etc' / 'sglang' / 'nccl.env'
+    extra_vars = {
+        'spark_cx7_interfaces': TWINS,
+        'preflight_cx7_info': {'rdma_devices': SPARK_RDMA},
+        'nccl_env_file': str(target),
+        'nccl_env_extra': {'NCCL_DEBUG_SUBSYS': 'INIT,NET', 'NCCL_IB_MERGE_NICS': False},
+    }
+    first = run_role(tmp_path, extra_vars)
+    assert first.returncode == 0, first.stdout + first.stderr
+    text = target.read_text()
+    assert 'NCCL_IB_HCA==rocep1s0f1,roceP2p1s0f1\n' in text
+    assert 'NCCL_IB_MERGE_NICS=0\n' in text
+    assert oct(target.stat().st_mode & 0o777) == '0o644'
+    assert oct(target.parent.stat().st_mode & 0o777) == '0o755'
+    second = run_role(tmp_path, extra_vars, '--check', '--diff')
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert 'changed=0' in second.stdout, second.stdout
+
+
+@needs_root_and_playbook
+def test_role_probes_itself_without_preflight_and_writes_the_lab_file(tmp_path):
+    # No preflight_cx7_info: the role runs connectx_info on this machine, which has no such interfaces and
+    # no RDMA device behind them, like the lab's veths: sockets over the twins, IB off.
+    target = tmp_path / 'nccl.env'
+    result = run_role(tmp_path, {'spark_cx7_interfaces': TWINS, 'nccl_env_file': str(target)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = target.read_text()
+    assert 'NCCL_SOCKET_IFNAME==enp1s0f1np1,enP2p1s0f1np1\n' in text
+    assert 'NCCL_IB_DISABLE=1\n' in text
+    assert 'NCCL_IB_HCA' not in text and 'enP7s7' not in text
+
+
+@needs_root_and_playbook
+def test_role_fails_before_writing_on_a_bad_extra(tmp_path):
+    target = tmp_path / 'nccl.env'
+    result = run_role(tmp_path, {
+        'spark_cx7_interfaces': TWINS, 'preflight_cx7_info': {'rdma_devices': []}, 'nccl_env_file': str(target),
+        'nccl_env_extra': {'NCCL_TREE_THRESHOLD': 0, 'NCCL_SOCKET_IFNAME': 'enP7s7'}})
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert 'NCCL_ALGO / NCCL_PROTO' in output and 'would route NCCL over the management network' in output
+    assert not target.exists()
+
+
+def test_role_argument_specs_equal_its_defaults():
+    role = ROOT / 'roles' / 'nccl_env'
+    defaults = yaml.safe_load((role / 'defaults' / 'main.yml').read_text())
+    options = yaml.safe_load((role / 'meta' / 'argument_specs.yml').read_text())['argument_specs']['main']['options']
+    assert set(options) == set(defaults)
+    for name, spec in options.items():
+        assert spec.get('default') == defaults[name], name
+        assert spec.get('description'), name
