@@ -1,0 +1,67 @@
+# -*- coding: utf-8 -*-
+# Copyright: dgxspark.sglang contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""SGLang launch_server flags: validation against SGLang's real parser, and the argv of one node.
+
+Thin wrappers over ``plugins/module_utils/_sglang.py`` (all the knowledge lives there): problems become
+one AnsibleFilterError that lists them all; deprecated-but-working flags become warnings. The docs of
+each filter live beside this file in ``<filter>.yml`` (``ansible-doc -t filter dgxspark.sglang.<filter>``).
+"""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+from ansible.utils.display import Display
+
+from ansible_collections.dgxspark.sglang.plugins.module_utils._sglang import (
+    build_argv,
+    launch_argv,
+    server_args_warnings,
+    validate_server_args,
+)
+
+display = Display()
+
+
+def _warn(args):
+    for message in server_args_warnings(args):
+        display.warning(message)
+
+
+def sglang_args_problems(args):
+    """Every problem with a sglang_server_args dict (empty list: valid)."""
+    return validate_server_args(args)
+
+
+def sglang_args(args):
+    """The launch_server tokens for a sglang_server_args dict; fails listing every problem."""
+    try:
+        argv = build_argv(args)
+    except ValueError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+    _warn(args)
+    return argv
+
+
+def sglang_launch_argv(model, nnodes=1, node_rank=0, dist_init_addr=None, tp_size=1, host='127.0.0.1', port=30000,
+                       extra=None, config_file=None):
+    """The full launch_server argument list of one node; fails listing every problem."""
+    try:
+        argv = launch_argv(model, nnodes=nnodes, node_rank=node_rank, dist_init_addr=dist_init_addr, tp_size=tp_size,
+                           host=host, port=port, extra=extra, config_file=config_file)
+    except ValueError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+    _warn(extra)
+    return argv
+
+
+class FilterModule:
+    """dgxspark.sglang SGLang flag filters."""
+
+    def filters(self):
+        return {
+            'sglang_args': sglang_args,
+            'sglang_args_problems': sglang_args_problems,
+            'sglang_launch_argv': sglang_launch_argv,
+        }
