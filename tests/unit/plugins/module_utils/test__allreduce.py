@@ -1,0 +1,269 @@
+# -*- coding: utf-8 -*-
+# Copyright: dgxspark.sglang contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The all-reduce check's pure parts: sizes, nccl-tests' bandwidth math, evaluation, command lines,
+argument rules, the output parser, and the runner that must leave no process behind on timeout."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+
+from ansible_collections.dgxspark.sglang.plugins.module_utils import _allreduce_worker
+from ansible_collections.dgxspark.sglang.plugins.module_utils._allreduce import (
+    GIB,
+    MIB,
+    AllReduceError,
+    algbw_gbps,
+    build_table,
+    busbw,
+    check_args,
+    container_argv,
+    evaluate,
+    forks_problem,
+    message_sizes,
+    parse_worker_output,
+    process_group_timeout,
+    run_group,
+    worker_argv,
+)
+
+
+def params(**overrides):
+    """The module's defaults plus the required options, as AnsibleModule would hand them over."""
+    base = dict(
+        master_addr="192.168.100.11", master_port=29511, nnodes=2, node_rank=1, local_ranks=None,
+        forks=None, backend="nccl", runtime="python", python="python3", image=None, docker_path="docker",
+        env_file=None, env={}, dtype="float32", min_bytes=8, max_bytes=GIB, step_factor=2, warmup_iters=5,
+        iters=20, min_busbw_gbps=21.875, threshold_min_bytes=128 * MIB, timeout=300,
+    )
+    base.update(overrides)
+    return base
+
+
+# --- sizes -----------------------------------------------------------------------------------------
+
+def test_sizes_8_bytes_to_1_gib_factor_2_are_28_powers_of_two():
+    sizes = message_sizes(8, GIB, 2)
+    assert len(sizes) == 28
+    assert sizes[0] == 8 and sizes[-1] == GIB
+    assert all(b == 2 * a for a, b in zip(sizes, sizes[1:]))
+
+
+def test_sizes_stop_at_max_like_nccl_tests_and_round_to_elements():
+    # nccl-tests -b 8 -e 100 -f 4: 8, 32, 128 > 100 stops
+    assert message_sizes(8, 100, 4) == [8, 32]
+    # 6 bytes is not a whole float32: rounded down to 4; 12 stays 12
+    assert message_sizes(6, 12, 2) == [4, 12]
+
+
+@pytest.mark.parametrize("args, text", [
+    ((2, 64, 2), "below the size of one float32"),
+    ((64, 8, 2), "below min_bytes"),
+    ((8, 64, 1), "2 or more"),
+])
+def test_sizes_refuse_bad_ranges(args, text):
+    with pytest.raises(AllReduceError, match=text):
+        message_sizes(*args)
+
+
+# --- bandwidth math (nccl-tests doc/PERFORMANCE.md) --------------------------------------------------
+
+@pytest.mark.parametrize("nranks, factor", [(1, 0.0), (2, 1.0), (4, 1.5), (8, 1.75)])
+def test_busbw_is_algbw_times_2_n_minus_1_over_n(nranks, factor):
+    assert busbw(100.0, nranks) == pytest.approx(100.0 * factor)
+
+
+def test_two_ranks_busbw_equals_algbw():
+    assert busbw(23.74, 2) == pytest.approx(23.74)
+
+
+def test_algbw_counts_1e9_bytes_per_second():
+    # 128 MiB in 5631.2 us -> 23.835 GB/s (decimal GB, as nccl-tests prints)
+    assert algbw_gbps(128 * MIB, 5631.2) == pytest.approx(134217728 / 5631.2e-6 / 1e9)
+    assert algbw_gbps(128 * MIB, 5631.2) == pytest.approx(23.835, abs=1e-3)
+    assert algbw_gbps(8, 0) == 0.0
+
+
+def test_build_table_adds_bandwidths_for_the_world_size():
+    rows = build_table([{"bytes": GIB, "time_us": 10000.0, "correct": True}], 4)
+    assert rows == [{"bytes": GIB, "time_us": 10000.0, "algbw_gbps": pytest.approx(107.374182, abs=1e-6),
+                     "busbw_gbps": pytest.approx(161.061274, abs=1e-6), "correct": True}]
+
+
+# --- evaluation ----------------------------------------------------------------------------------------
+
+def table(busbws, correct=True, start=MIB):
+    """Rows at 1 MiB, 2 MiB, ... with the given bus bandwidths."""
+    return [{"bytes": start << i, "time_us": 1.0, "algbw_gbps": bw, "busbw_gbps": bw, "correct": correct}
+            for i, bw in enumerate(busbws)]
+
+
+def test_threshold_applies_only_from_128_mib_on_gpu():
+    # 1 MiB .. 512 MiB; 64 MiB (21.8) is just below 21.875 and is not judged; 128 MiB and up are above
+    rows = table([0.5, 1, 2, 4, 8, 12, 21.8, 22.0, 23.1, 23.7])
+    assert rows[6]["bytes"] == 64 * MIB and rows[7]["bytes"] == 128 * MIB
+    passed, peak, applied, problems = evaluate(rows, 21.875, 128 * MIB, "nccl")
+    assert (passed, peak, applied, problems) == (True, 23.7, True, [])
+
+
+def test_one_large_size_below_threshold_fails_and_names_it():
+    rows = table([0.5, 1, 2, 4, 8, 12, 16, 22.0, 23.1, 3.1])
+    passed, _peak, applied, problems = evaluate(rows, 21.875, 128 * MIB, "nccl")
+    assert not passed and applied
+    assert len(problems) == 1
+    assert "3.100 GB/s at 536870912 bytes is below min_busbw_gbps 21.875" in problems[0]
+    assert "NCCL_IB_HCA" in problems[0]
+
+
+def test_gloo_reports_but_does_not_apply_the_threshold():
+    rows = table([0.1] * 10)
+    passed, peak, applied, problems = evaluate(rows, 21.875, 128 * MIB, "gloo")
+    assert (passed, peak, applied, problems) == (True, 0.1, False, [])
+
+
+def test_zero_threshold_checks_sums_only():
+    passed, _peak, applied, _problems = evaluate(table([0.1] * 10), 0, 128 * MIB, "nccl")
+    assert passed and not applied
+
+
+def test_wrong_sum_fails_even_on_gloo():
+    rows = table([5.0, 5.0, 5.0])
+    rows[1]["correct"] = False
+    passed, _peak, _applied, problems = evaluate(rows, 21.875, 128 * MIB, "gloo")
+    assert not passed
+    assert problems == [problems[0]] and "wrong sums at 1 size(s) (bytes: 2097152)" in problems[0]
+
+
+def test_gpu_run_without_any_size_at_the_threshold_does_not_pass_silently():
+    passed, _peak, _applied, problems = evaluate(table([300.0, 300.0]), 21.875, 128 * MIB, "nccl")
+    assert not passed
+    assert "no message size reaches threshold_min_bytes (134217728)" in problems[0]
+
+
+def test_empty_table_fails():
+    assert evaluate([], 21.875, 128 * MIB, "nccl")[0] is False
+
+
+# --- argument rules -------------------------------------------------------------------------------------
+
+def test_forks_below_hosts_names_both_and_the_fix():
+    assert forks_problem(1, 2) == (
+        "forks (1) is below the number of nodes (2): the all-reduce would deadlock; "
+        "run with -f 2 or set forks in ansible.cfg")
+    assert forks_problem(2, 2) is None
+    assert forks_problem(None, 8) is None
+
+
+def test_check_args_collects_every_problem():
+    problems = check_args(params(nnodes=4, node_rank=4, forks=3, iters=0, min_bytes=2, runtime="container", timeout=10))
+    text = "\n".join(problems)
+    assert "node_rank (4) must be between 0 and nnodes - 1 (3)" in text
+    assert "forks (3) is below the number of nodes (4)" in text
+    assert "iters (0)" in text
+    assert "min_bytes (2)" in text
+    assert "no image" in text
+    assert "timeout (10) must be 20 seconds or more" in text
+    assert len(problems) == 6
+
+
+def test_check_args_accepts_the_defaults():
+    assert check_args(params()) == []
+
+
+def test_process_group_timeout_is_below_the_modules():
+    assert process_group_timeout(300) == 270
+    assert process_group_timeout(60) == 45
+    assert process_group_timeout(20) == 5
+    for timeout in (20, 30, 300, 3600):
+        assert timeout - process_group_timeout(timeout) >= 15
+
+
+# --- command lines -------------------------------------------------------------------------------------
+
+def test_worker_argv_runs_the_given_python_with_rank_layout_and_sizes():
+    argv = worker_argv(params(python="/opt/venv/bin/python3", local_ranks=None), [8, 16], "/tmp/x/w.py", "spark-02")
+    assert argv == [
+        "/opt/venv/bin/python3", "/tmp/x/w.py", "--backend", "nccl", "--master-addr", "192.168.100.11",
+        "--master-port", "29511", "--nnodes", "2", "--node-rank", "1", "--local-ranks", "0",
+        "--sizes", "8,16", "--warmup-iters", "5", "--iters", "20", "--dtype", "float32",
+        "--pg-timeout", "270", "--hostname", "spark-02",
+    ]
+
+
+def test_container_argv_uses_the_image_python_env_file_and_mounts_the_worker_read_only():
+    p = params(runtime="container", image="lmsysorg/sglang:v0.5.3-cu130", docker_path="/usr/bin/docker",
+               env_file="/etc/sglang/nccl.env", env={"NCCL_SOCKET_IFNAME": "enp1s0f1np1", "NCCL_DEBUG": "WARN"})
+    argv = container_argv(p, [8], "/tmp/x/w.py", "spark-02", "dgxspark-allreduce-1-42")
+    assert argv[:19] == [
+        "/usr/bin/docker", "run", "--rm", "--name", "dgxspark-allreduce-1-42", "--gpus", "all",
+        "--network", "host", "--ipc", "host", "--env-file", "/etc/sglang/nccl.env",
+        "-e", "NCCL_DEBUG=WARN", "-e", "NCCL_SOCKET_IFNAME=enp1s0f1np1", "-e", "NCCL_NVLS_ENABLE=0",
+    ]
+    assert argv[19:23] == ["-v", "/tmp/x/w.py:/tmp/w.py:ro", "lmsysorg/sglang:v0.5.3-cu130", "python3"]
+    assert argv[23] == "/tmp/w.py"
+    assert argv[argv.index("--hostname") + 1] == "spark-02"
+
+
+# --- worker output -------------------------------------------------------------------------------------
+
+def test_parse_takes_the_last_json_object_line_after_noise():
+    out = ('NCCL INFO Bootstrap : Using enp1s0f1np1:192.168.100.11<0>\n'
+           '{"partial": true}\n'
+           '/usr/lib/python3/dist-packages/torch/__init__.py: UserWarning: {not json}\n'
+           '{"world_size": 2, "raw": []}\n'
+           '[1, 2]\n')
+    assert parse_worker_output(out) == {"world_size": 2, "raw": []}
+
+
+def test_parse_without_json_says_so():
+    with pytest.raises(AllReduceError, match="no JSON result line"):
+        parse_worker_output("Traceback (most recent call last):\nModuleNotFoundError: No module named 'torch'\n")
+
+
+def test_worker_source_is_the_worker_program():
+    source = _allreduce_worker.worker_source()
+    assert "def main(" in source and 'if __name__ == "__main__":' in source
+    compile(source, "w.py", "exec")
+
+
+def test_worker_rendezvous_message_names_host_and_address():
+    args = _allreduce_worker.parse_args([
+        "--master-addr", "192.168.100.11", "--master-port", "29511", "--nnodes", "2", "--node-rank", "1",
+        "--sizes", "8", "--hostname", "spark-02"])
+    # torch 2.13's text for a client that never got through (seen in tests/unit/test_allreduce_gloo.py)
+    exc = RuntimeError("The client socket has timed out after 6000ms while trying to connect to (192.168.100.11, 29511).")
+    msg = _allreduce_worker.rendezvous_message(args, 1, 2, exc)
+    assert msg.startswith("cannot reach head at 192.168.100.11:29511 from spark-02: RuntimeError")
+    assert _allreduce_worker.expected_sum(8) == 36
+
+
+# --- runner ----------------------------------------------------------------------------------------------
+
+def test_run_group_returns_output_and_rc():
+    rc, out, err, timed_out, left = run_group([sys.executable, "-c", "import sys; print('hi'); sys.exit(3)"], 30)
+    assert (rc, out, timed_out, left) == (3, "hi\n", False, False)
+
+
+def test_run_group_timeout_leaves_no_process_of_the_group(tmp_path):
+    pidfile = tmp_path / "pids"
+    # a parent and a grandchild that ignores SIGTERM: only SIGKILL ends it
+    script = (
+        "import os, signal, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', "
+        "'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)'])\n"
+        "open(%r, 'w').write('%%d %%d' %% (os.getpid(), child.pid))\n"
+        "time.sleep(600)\n" % str(pidfile)
+    )
+    called = []
+    began = time.monotonic()
+    rc, _out, _err, timed_out, left = run_group([sys.executable, "-c", script], 2, on_timeout=lambda: called.append(1))
+    assert timed_out and not left and called == [1]
+    assert rc is not None and rc < 0
+    assert time.monotonic() - began < 20
+    for pid in map(int, pidfile.read_text().split()):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
