@@ -8,7 +8,7 @@
 2. The module itself through ``ansible localhost``: one node with two local ranks; then its
    failure paths for real: forks below nodes, a head nobody runs, a worker that hangs.
 
-Needs torch (tests/requirements-torch.txt: the CPU wheel); skipped with the reason when absent.
+Needs torch (requirements-dev.txt pins the CPU wheel); skipped with the reason when absent.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import sys
 
 import pytest
 
-torch = pytest.importorskip("torch", reason="torch is not installed: pip install -r tests/requirements-torch.txt")
+torch = pytest.importorskip("torch", reason="torch is not installed: make venv (requirements-dev.txt pins torch)")
 
 from ansible_collections.dgxspark.sglang.plugins.module_utils._allreduce import (  # noqa: E402
     build_table,
