@@ -15,7 +15,7 @@ SANITY_ARGS ?=
 # this network cannot reach; tests/sanity/get_pip.py does the same job offline (see its docstring).
 GET_PIP_CACHE := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 
-.PHONY: test unit sanity lint yamllint build clean
+.PHONY: test unit sanity lint molecule lab lab-down lab-deps build clean
 
 $(BIN)/.stamp: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ $(BIN)/.stamp: requirements.txt requirements-dev.txt
 
 venv: $(BIN)/.stamp
 
-test: unit sanity lint
+test: unit sanity lint molecule
 	@echo "make test: all gates passed"
 
 unit: venv
@@ -45,6 +45,22 @@ sanity: venv
 lint: venv
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint --profile production
+
+# Debian packages the lab needs (systemd-nspawn, debootstrap, iproute2, ...), installed only when missing.
+lab-deps:
+	bash tests/lab/install-deps.sh
+
+# Each scenario: destroy, create (tests/lab/lab.py up), converge, idempotence, verify, destroy.
+MOLECULE_SCENARIOS ?= lab
+molecule: venv lab-deps
+	for s in $(MOLECULE_SCENARIOS); do $(BIN)/molecule test -s $$s || exit 1; done
+
+lab: venv lab-deps
+	python3 tests/lab/lab.py up 2
+	$(BIN)/ansible-playbook site.yml -i inventories/lab
+
+lab-down:
+	python3 tests/lab/lab.py down
 
 build: venv
 	$(BIN)/ansible-galaxy collection build --force .

@@ -54,12 +54,17 @@ PACKAGES = [
 ROOTFS_RECIPE = "4"
 ROOTFS_STAMP = hashlib.sha256(("%s %s %s" % (ROOTFS_RECIPE, SUITE, " ".join(PACKAGES))).encode()).hexdigest()[:16]
 
-NS_PREFIX = "dgxlab"
+# A second lab can run beside the first (e.g. a helper's): DGXSPARK_LAB_ID=2 gives it its own
+# namespaces, cgroup and management subnet (set DGXSPARK_LAB_DIR too, for its own state).
+LAB_ID = os.environ.get("DGXSPARK_LAB_ID", "")
+if not re.match(r"^[0-9]?$", LAB_ID):
+    sys.exit("lab: DGXSPARK_LAB_ID must be empty or one digit, not %r" % LAB_ID)
+NS_PREFIX = "dgxlab" + LAB_ID
 SW_NS = NS_PREFIX + "-sw"
 CTL_NS = NS_PREFIX + "-ctl"
-CGROUP_NAME = "dgxspark-lab"
+CGROUP_NAME = "dgxspark-lab" + LAB_ID
 CGROUP_ROOTS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd")
-MGMT_NET = "172.31.255"          # exists only inside the lab's namespaces
+MGMT_NET = "172.31.%d" % (255 - int(LAB_ID or 0))  # exists only inside the lab's namespaces
 CTL_IP = MGMT_NET + ".1"
 PROXY_PORT = 3142                # apt proxy for the machines, listening in dgxlab-ctl
 MGMT_BRIDGE = "mgmt"
@@ -910,7 +915,7 @@ def write_inventory(n, path):
     """inventories/lab for 2 machines (the committed one); else a copy with N hosts elsewhere."""
     repo_inv = REPO / "inventories/lab"
     text = render_inventory(n)
-    if path is None and n == 2 and str(LAB_DIR) == DEFAULT_LAB_DIR:
+    if path is None and n == 2 and str(LAB_DIR) == DEFAULT_LAB_DIR and not LAB_ID:
         committed = repo_inv / "hosts.yml"
         if not committed.is_file() or committed.read_text() != text:
             committed.write_text(text)
@@ -922,7 +927,8 @@ def write_inventory(n, path):
     (path / "hosts.yml").write_text(text)
     if path.resolve() != repo_inv.resolve():
         for f in (repo_inv / "group_vars").glob("*.yml"):
-            (path / "group_vars" / f.name).write_text(f.read_text().replace(DEFAULT_LAB_DIR, str(LAB_DIR)))
+            (path / "group_vars" / f.name).write_text(
+                f.read_text().replace(DEFAULT_LAB_DIR, str(LAB_DIR)).replace("dgxlab-ctl", CTL_NS))
     return path
 
 

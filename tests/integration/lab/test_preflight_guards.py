@@ -1,0 +1,56 @@
+"""Bad cluster descriptions fail in preflight, before any host is changed.
+
+Each case runs the real site.yml against the converged lab with one mistake in the extra vars, and
+with cx7_network_mtu=1500: had the play gone past preflight, the netplan file on every node would
+have been rewritten. The file's checksum and mtime on every node are the host-side marker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+NODES = ("lab-spark-01", "lab-spark-02")
+MARKER = "/etc/netplan/40-cx7.yaml"
+
+CASES = [
+    ({"spark_cx7_subnets": ["192.168.100.0/24", "192.168.100.0/24"]}, "spark_cx7_subnets"),
+    ({"spark_cx7_interfaces": ["enP7s7", "enP2p1s0f1np1"]}, "management port"),
+    ({"spark_cx7_addresses": ["192.168.100.50", "192.168.101.50"]}, "spark_cx7_addresses"),
+    ({"spark_cx7_addresses": ["172.31.255.11", "192.168.101.61"]}, "spark_cx7_addresses"),
+    ({"spark_dist_init_port": 80}, "spark_dist_init_port"),
+]
+
+
+def marker(node):
+    out = subprocess.run(
+        ["python3", str(ROOT / "tests/lab/lab.py"), "ssh", node, "stat -c %Y " + MARKER + "; sha256sum " + MARKER],
+        check=True, capture_output=True, text=True, timeout=30,
+    )
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def before():
+    return {node: marker(node) for node in NODES}
+
+
+@pytest.mark.parametrize("extra,named", CASES, ids=[next(iter(c[0])) + str(i) for i, c in enumerate(CASES)])
+def test_bad_input_fails_before_any_host_changes(before, extra, named):
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    run = subprocess.run(
+        ["ansible-playbook", "site.yml", "-i", "inventories/lab", "-e", "cx7_network_mtu=1500", "-e", json.dumps(extra)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode != 0, out
+    assert named in out, out
+    assert "Fix:" in out or "fix" in out.lower(), out
+    assert "Write the CX7 netplan file" not in out, out
+    for node in NODES:
+        assert marker(node) == before[node], node
