@@ -1,0 +1,295 @@
+"""The sglang_server role and the SGLang checks of preflight, run for real by ansible-playbook on this machine.
+
+1. The role in check mode with --diff on two 2-node groups of local hosts (one per runtime): the unit each rank
+   would get is read back from the diff. Same flags in both runtimes (only the runner differs), one flag per line,
+   each rank its own --node-rank, --config present, no secret value anywhere in the output.
+2. preflight's validate with bad sglang_server_args: fails before any host is touched, naming the replacements.
+3. preflight's memory fit, with a model folder of sparse *.safetensors files (140 GB, a 70B model in bf16) and
+   gpu_info results from the GB10 capture: fits two Sparks, fails one naming the node count it needs.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+ROLE = ROOT / 'roles' / 'sglang_server'
+PLAYBOOK_BIN = pathlib.Path(sys.executable).parent / 'ansible-playbook'
+HF_TOKEN = 'hf_TESTtokenNEVERshown0123456789'
+API_KEY = 'sk-test-key-NEVER-shown-4242'
+# gpu_info's result for a DGX Spark (GB10): memory_total_mib from MemTotal 127600748 kB
+# (shared/fixtures/nvidia-smi/README.md), as gpu_info computes it.
+GB10_INFO = {'gpu_count': 1, 'driver_version': '580.95.05',
+             'gpus': [{'name': 'NVIDIA GB10', 'unified_memory': True, 'memory_total_mib': 124610,
+                       'memory_available_mib': 115787}]}
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _have_ansible_playbook():
+    if not PLAYBOOK_BIN.exists():
+        pytest.skip('ansible-playbook not next to %s' % sys.executable)
+
+
+def run(tmp_path, inventory, play, *args):
+    (tmp_path / 'hosts.yml').write_text(yaml.safe_dump(inventory))
+    (tmp_path / 'play.yml').write_text(play)
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / 'ansible.cfg'), ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0', ANSIBLE_CALLBACK_RESULT_FORMAT='json',
+               ANSIBLE_LOCAL_TEMP=str(tmp_path / 'tmp'), ANSIBLE_REMOTE_TEMP=str(tmp_path / 'rtmp'))
+    proc = subprocess.run([str(PLAYBOOK_BIN), '-i', str(tmp_path / 'hosts.yml'), str(tmp_path / 'play.yml')] + list(args),
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def local_group(tmp_path, names, **group_vars):
+    group_vars.setdefault('spark_cx7_subnets', ['192.168.100.0/24', '192.168.101.0/24'])
+    return {'hosts': {name: {'ansible_host': '192.0.2.%d' % (11 + i)} for i, name in enumerate(names)},
+            'vars': group_vars}
+
+
+# ---- 1. the role, check mode --------------------------------------------------------------------------
+
+def role_vars(tmp_path, group, **extra):
+    common = {
+        'preflight_group': group,
+        'sglang_server_model': 'Qwen/Qwen2.5-72B-Instruct',
+        'sglang_server_args': {'mem-fraction-static': 0.75, 'chunked-prefill-size': 8192, 'schedule-policy': 'lpm',
+                               'json-model-override-args': {'rope_scaling': {'type': 'yarn', 'factor': 4.0}},
+                               'trust-remote-code': True, 'tp-size': 2},
+        'sglang_server_hf_token': HF_TOKEN,
+        'sglang_server_credentials_dir': str(tmp_path / 'credentials'),
+        'sglang_server_config_dir': str(tmp_path / 'etc'),
+        'sglang_server_cache_dir': str(tmp_path / 'cache'),
+    }
+    common.update(extra)
+    return common
+
+
+def units_by_host(output):
+    """{host: unit text} from the --diff of the template task (one such task per play)."""
+    units = {}
+    for task in output.split('TASK [dgxspark.sglang.sglang_server : Write the systemd unit of this rank]')[1:]:
+        parts = re.split(r'\n(?:changed|ok): \[([^\]]+)\]', task.split('TASK [', 1)[0])
+        for text, host in zip(parts[0::2], parts[1::2]):
+            lines = [line[1:] for line in text.splitlines() if line.startswith('+') and not line.startswith('+++')]
+            units[host] = '\n'.join(lines) + '\n'
+    return units
+
+
+def exec_start(unit):
+    """The ExecStart= lines of a unit, one entry per line, continuations stripped."""
+    block = unit.split('ExecStart=', 1)[1]
+    lines = []
+    for line in block.splitlines():
+        lines.append(line.strip().rstrip('\\').strip())
+        if not line.endswith('\\'):
+            break
+    return lines
+
+
+@pytest.fixture(scope='module')
+def rendered(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp('render')
+    inventory = {'all': {
+        'vars': {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable},
+        'children': {
+            'ctr': local_group(tmp_path, ['ctr-1', 'ctr-2'], **role_vars(tmp_path, 'ctr', sglang_server_api_key=API_KEY)),
+            'nat': local_group(tmp_path, ['nat-1', 'nat-2'], **role_vars(
+                tmp_path, 'nat', sglang_server_runtime='native', sglang_server_native_python='/usr/bin/python3',
+                sglang_server_native_pythonpath='/opt/sglang-standin')),
+        }}}
+    play = ''.join("""
+- name: The role on group {0}
+  hosts: {0}
+  gather_facts: false
+  roles:
+    - dgxspark.sglang.sglang_server
+""".format(group) for group in ('ctr', 'nat'))
+    rc, out = run(tmp_path, inventory, play, '--check', '--diff')
+    generated = (tmp_path / 'credentials' / 'nat-api-key')
+    return rc, out, units_by_host(out), generated
+
+
+def test_check_mode_run_succeeds_for_both_runtimes(rendered):
+    rc, out, units, _generated = rendered
+    assert rc == 0, out
+    assert sorted(units) == ['ctr-1', 'ctr-2', 'nat-1', 'nat-2'], out
+    assert 'would restart with the whole group; changed here: unit, server.yaml, secrets.env' in out
+
+
+def test_each_rank_gets_its_own_node_rank_and_the_same_group_flags(rendered):
+    _rc, out, units, _generated = rendered
+    for group in ('ctr', 'nat'):
+        for rank in (0, 1):
+            lines = exec_start(units['%s-%d' % (group, rank + 1)])
+            assert '--node-rank %d' % rank in lines, out
+            assert '--nnodes 2' in lines and '--dist-init-addr 192.168.100.11:20000' in lines
+            assert '--tp-size 2' in lines and '--host 0.0.0.0' in lines and '--port 30000' in lines
+            assert '--model-path Qwen/Qwen2.5-72B-Instruct' in lines
+
+
+def test_same_flags_in_both_runtimes_only_the_runner_differs(rendered):
+    _rc, _out, units, _generated = rendered
+    for rank in (1, 2):
+        ctr, nat = exec_start(units['ctr-%d' % rank]), exec_start(units['nat-%d' % rank])
+        ctr_flags = ctr[ctr.index('python3 -m sglang.launch_server') + 1:]
+        assert nat[0] == '/usr/bin/python3 -m sglang.launch_server'
+        # --config differs only by the folder given to each group in this test.
+        assert [f.replace('/nat/', '/x/') for f in nat[1:]] == [f.replace('/ctr/', '/x/') for f in ctr_flags] or \
+            [re.sub(r'--config \S+', '--config X', f) for f in nat[1:]] == \
+            [re.sub(r'--config \S+', '--config X', f) for f in ctr_flags]
+    ctr = exec_start(units['ctr-1'])
+    for part in ('/usr/bin/docker run --rm --name sglang', '--gpus all', '--network host', '--ipc host',
+                 '--shm-size 32g', 'lmsysorg/sglang:v0.5.23-cu130'):
+        assert part in ctr
+    assert any(line.startswith('--env-file ') and line.endswith('/secrets.env') for line in ctr)
+    assert any(line.endswith('server.yaml:ro') for line in ctr)
+
+
+def test_one_flag_per_line_config_first_extras_sorted(rendered):
+    _rc, _out, units, _generated = rendered
+    lines = exec_start(units['nat-1'])[1:]
+    assert all(line.startswith('--') and line.count(' --') == 0 for line in lines), lines
+    names = [line.split()[0] for line in lines]
+    assert names[:8] == ['--model-path', '--tp-size', '--nnodes', '--node-rank', '--dist-init-addr', '--host', '--port',
+                         '--config']
+    extras = names[8:]
+    assert extras == sorted(extras) == ['--chunked-prefill-size', '--enable-metrics', '--json-model-override-args',
+                                        '--mem-fraction-static', '--schedule-policy', '--trust-remote-code']
+    # JSON is passed compact, quoted for systemd.
+    assert '--json-model-override-args "{\\"rope_scaling\\":{\\"factor\\":4.0,\\"type\\":\\"yarn\\"}}"' in lines
+
+
+def test_native_unit_environment_and_hardening(rendered):
+    _rc, _out, units, _generated = rendered
+    unit = units['nat-2']
+    for line in ('Environment=PYTHONPATH=/opt/sglang-standin', 'NoNewPrivileges=yes', 'ProtectSystem=full',
+                 'Restart=on-failure', 'KillMode=mixed'):
+        assert line in unit.splitlines()
+    assert re.search(r'^EnvironmentFile=\S+/nccl\.env$', unit, re.M)
+    assert re.search(r'^EnvironmentFile=\S+/secrets\.env$', unit, re.M)
+    assert not re.search(r"^PrivateDevices=", unit, re.M)
+    assert unit.startswith('#\n# Ansible managed')
+
+
+def test_no_secret_in_any_unit_or_in_the_output(rendered):
+    _rc, out, units, generated = rendered
+    assert generated.exists() and oct(generated.stat().st_mode & 0o777) == '0o600'
+    key = generated.read_text().strip()
+    assert re.fullmatch(r'[A-Za-z0-9]{48}', key)
+    for secret in (HF_TOKEN, API_KEY, key):
+        assert secret not in out
+        for unit in units.values():
+            assert secret not in unit
+    assert '--api-key' not in out
+
+
+@pytest.mark.skipif(not shutil.which('systemd-analyze'), reason='systemd-analyze not installed')
+def test_native_unit_passes_systemd_analyze_verify(rendered, tmp_path):
+    _rc, _out, units, _generated = rendered
+    path = tmp_path / 'source'
+    path.write_text(units['nat-1'])
+    proc = subprocess.run(['systemd-analyze', 'verify', '%s:sglang.service' % path], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ---- 2. flags checked by preflight before any host is touched --------------------------------------------
+
+VALIDATE_PLAY = """
+- name: Validate the cluster only
+  hosts: spark
+  gather_facts: false
+  tasks:
+    - name: Run the controller-side part of preflight
+      ansible.builtin.include_role:
+        name: dgxspark.sglang.preflight
+        tasks_from: validate
+"""
+
+
+def test_bad_flags_fail_before_any_host_naming_the_replacement(tmp_path):
+    inventory = {'all': {'children': {'spark': local_group(tmp_path, ['spark-01', 'spark-02'], sglang_server_args={
+        'schedule-heuristic': 'lpm', 'kv-cache-dtype': 'fp8', 'port': 8000, 'mem-fraction-static': 0.8})}}}
+    rc, out = run(tmp_path, inventory, VALIDATE_PLAY)
+    assert rc != 0, out
+    assert 'sglang_server_args of group spark has 3 problem(s)' in out
+    assert 'was renamed --schedule-policy' in out
+    assert 'use fp8_e4m3 or fp8_e5m2' in out
+    assert "'port': --port is set by the role from sglang_server_port" in out
+    assert 'UNREACHABLE' not in out and 'Publish the cluster plan' not in out
+
+
+# ---- 3. memory fit --------------------------------------------------------------------------------------
+
+FIT_PLAY = """
+- name: Memory fit of group {0}
+  hosts: {0}
+  gather_facts: false
+  tasks:
+    - name: Plan the cluster
+      ansible.builtin.include_role:
+        name: dgxspark.sglang.preflight
+        tasks_from: validate
+    - name: Check the memory fit with captured gpu_info results
+      block:
+        - name: Run preflight's memory fit (the probes' facts are given by the inventory)
+          ansible.builtin.include_role:
+            name: dgxspark.sglang.preflight
+            tasks_from: memory_fit
+          vars:
+            __preflight_mf_path: true
+            __preflight_mf_fraction: 0.75
+            __preflight_mf_bytes: >-
+              {{{{ hostvars[preflight_cluster.head].__preflight_mf_files.files | default([]) | map(attribute='size') | sum }}}}
+      rescue:
+        - name: Print why it failed
+          ansible.builtin.debug:
+            msg: "FAILED {{{{ inventory_hostname }}}}: {{{{ ansible_failed_result.msg }}}}"
+"""
+
+
+def test_memory_fit_of_a_local_70b_model(tmp_path):
+    model = tmp_path / 'Llama-70B'
+    model.mkdir()
+    for i in range(4):  # 4 x 35 GB, sparse: no disk used
+        with open(model / ('model-%05d-of-00004.safetensors' % (i + 1)), 'wb') as handle:
+            handle.truncate(35 * 1000 ** 3)
+    (model / 'config.json').write_text('{}')
+    group = {'sglang_server_model': str(model), 'preflight_gpu_info': GB10_INFO}
+    inventory = {'all': {
+        'vars': {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable},
+        'children': {
+            'pair': local_group(tmp_path, ['pair-1', 'pair-2'], preflight_group='pair', **group),
+            'solo': local_group(tmp_path, ['solo-1'], preflight_group='solo', **group),
+            'gone': local_group(tmp_path, ['gone-1'], preflight_group='gone', preflight_gpu_info=GB10_INFO,
+                                sglang_server_model=str(tmp_path / 'missing')),
+        }}}
+    rc, out = run(tmp_path, inventory, ''.join(FIT_PLAY.format(g) for g in ('pair', 'solo', 'gone')))
+    assert rc == 0, out
+    assert 'The weights (140.0 GB) fit: 2 node(s) x 130.7 GB (pair-1, the smallest) x mem-fraction-static 0.75 = 196.0 GB' in out
+    assert 'FAILED solo-1: sglang_server_model %s does not fit group solo' % model in out
+    assert 'It needs 2 nodes' in out
+    assert 'run it on 2 nodes' in out
+    assert 'FAILED gone-1: sglang_server_model (host gone-1): %s does not exist on gone-1' % (tmp_path / 'missing') in out
+    assert 'FAILED pair' not in out
+
+
+# ---- argument specs -------------------------------------------------------------------------------------
+
+def test_argument_specs_match_defaults():
+    defaults = yaml.safe_load((ROLE / 'defaults' / 'main.yml').read_text())
+    options = yaml.safe_load((ROLE / 'meta' / 'argument_specs.yml').read_text())['argument_specs']['main']['options']
+    assert {n for n, o in options.items() if 'default' in o} == set(defaults)
+    for name, value in defaults.items():
+        assert options[name]['default'] == value, name
+    assert set(options) == set(defaults) | {'sglang_server_model'}
+    assert all(o.get('description') for o in options.values())
+    assert options['sglang_server_api_key'].get('no_log') and options['sglang_server_hf_token'].get('no_log')
