@@ -45,7 +45,7 @@ def test_bad_input_fails_before_any_host_changes(before, extra, named):
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
     run = subprocess.run(
         ["ansible-playbook", "site.yml", "-i", "inventories/lab", "-e", "cx7_network_mtu=1500", "-e", json.dumps(extra)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
     )
     out = run.stdout + run.stderr
     assert run.returncode != 0, out
