@@ -51,7 +51,7 @@ lab-deps:
 	bash tests/lab/install-deps.sh
 
 # Each scenario: destroy, create (tests/lab/lab.py up), converge, idempotence, verify, destroy.
-MOLECULE_SCENARIOS ?= lab
+MOLECULE_SCENARIOS ?= lab site
 molecule: venv lab-deps
 	for s in $(MOLECULE_SCENARIOS); do $(BIN)/molecule test -s $$s || exit 1; done
 

@@ -1,0 +1,101 @@
+"""site.yml on the lab: every node serves its rank of one SGLang group, secrets stay secret."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+INVENTORY = ROOT / "inventories" / "lab"
+RANK = {"lab-spark-01": 0, "lab-spark-02": 1}
+DIST_INIT = "192.168.100.11:20000"
+API = "http://127.0.0.1:30000"
+
+
+def api_key():
+    return (ROOT / "inventories" / "credentials" / "lab" / "spark-api-key").read_text().split()[0]
+
+
+def flags(cmdline):
+    words = cmdline.split()
+    return {w: words[i + 1] for i, w in enumerate(words[:-1]) if w.startswith("--")}
+
+
+@pytest.fixture()
+def name(host):
+    return host.backend.get_hostname()
+
+
+def test_unit_is_active_with_its_own_rank_and_the_group_flags(host, name):
+    assert host.service("sglang").is_running
+    assert host.service("sglang").is_enabled
+    cmd = host.check_output("systemctl show -p ExecStart --value sglang")
+    got = flags(cmd)
+    assert got["--node-rank"] == str(RANK[name])
+    assert got["--nnodes"] == "2"
+    assert got["--dist-init-addr"] == DIST_INIT
+    assert got["--config"] == "/etc/sglang/server.yaml"
+
+
+def test_secrets_are_0600_and_appear_in_no_unit_and_no_command_line(host):
+    key = api_key()
+    for path in ("/etc/sglang/server.yaml", "/etc/sglang/secrets.env"):
+        f = host.file(path)
+        assert f.exists and f.user == "root" and f.mode == 0o600, path
+    assert key in host.file("/etc/sglang/server.yaml").content_string
+    units = host.check_output("systemctl cat sglang")
+    assert key not in units
+    assert key not in host.check_output("ps -eo args")
+    assert key not in host.check_output("cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' '")
+
+
+def test_rank0_answers_a_chat_completion_with_the_key_and_refuses_it_without(host, name):
+    if RANK[name] != 0:
+        pytest.skip("only rank 0 serves the API (ranks >= 1 answer a dummy /health)")
+    body = json.dumps({"model": "Qwen/Qwen2.5-0.5B-Instruct", "max_tokens": 8,
+                       "messages": [{"role": "user", "content": "Say hello"}]})
+    curl = "python3 -c 'import sys,urllib.request as u; r=u.Request(sys.argv[1], data=sys.argv[2].encode(), headers=dict(h.split(\": \",1) for h in sys.argv[3:])); print(u.urlopen(r).read().decode())' "
+    ok = host.run(curl + "%s %s %s %s", API + "/v1/chat/completions", body,
+                  "Content-Type: application/json", "Authorization: Bearer " + api_key())
+    assert ok.rc == 0, ok.stderr
+    assert json.loads(ok.stdout)["choices"][0]["message"]["content"]
+    refused = host.run(curl + "%s %s %s", API + "/v1/chat/completions", body, "Content-Type: application/json")
+    assert refused.rc != 0 and "401" in refused.stderr
+
+
+def ansible_playbook(*extra):
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    return subprocess.run(["ansible-playbook", "site.yml", "-i", str(INVENTORY), *extra], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_rerun_changes_nothing_and_prints_no_secret():
+    run = ansible_playbook("-v")
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    assert api_key() not in out
+    recap = [line for line in out.splitlines() if line.startswith("lab-spark-")]
+    assert recap and all("changed=0" in line for line in recap), recap
+
+
+@pytest.mark.parametrize("bad,named", [
+    ({"schedule-heuristic": "lpm"}, "schedule-policy"),
+    ({"kv-cache-dtype": "fp8"}, "fp8_e4m3"),
+])
+def test_bad_flags_fail_before_any_host_changes(bad, named):
+    before = subprocess.run(["python3", str(ROOT / "tests/lab/lab.py"), "ssh", "lab-spark-01",
+                             "stat -c %Y /etc/systemd/system/sglang.service"],
+                            capture_output=True, text=True, check=True).stdout
+    run = ansible_playbook("-e", json.dumps({"sglang_server_args": bad}))
+    out = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert named in out, out[-3000:]
+    assert not [line for line in out.splitlines() if line.startswith("changed: [")], out[-3000:]
+    after = subprocess.run(["python3", str(ROOT / "tests/lab/lab.py"), "ssh", "lab-spark-01",
+                            "stat -c %Y /etc/systemd/system/sglang.service"],
+                           capture_output=True, text=True, check=True).stdout
+    assert before == after
