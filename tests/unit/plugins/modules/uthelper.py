@@ -61,6 +61,7 @@ import json
 import os
 import pathlib
 import sys
+import threading
 from unittest import mock
 
 import pytest
@@ -124,7 +125,8 @@ def _read_fixture(rel):
 
 
 class RunCommandMock:
-    """Stands in for AnsibleModule.run_command: expected calls in order, call count checked."""
+    """Stands in for AnsibleModule.run_command: each call must match an expected one by its command
+    line; call count checked. Order is not: a module may run independent commands concurrently."""
 
     def __init__(self, calls):
         self.expected = list(calls or [])
@@ -135,18 +137,24 @@ class RunCommandMock:
             if "command" not in call:
                 raise AssertionError("run_command mock without `command`: %r" % (call,))
         self.made = []
+        self.used = set()
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _want(call):
+        return [str(a) for a in call["command"]] if isinstance(call["command"], list) else call["command"]
 
     def __call__(self, module, args, **kwargs):
         argv = list(args) if isinstance(args, (list, tuple)) else args
-        index = len(self.made)
-        self.made.append(argv)
-        if index >= len(self.expected):
-            raise AssertionError(
-                "unexpected run_command call #%d: %r (only %d expected)" % (index + 1, argv, len(self.expected))
-            )
+        with self.lock:
+            self.made.append(argv)
+            index = next((i for i, call in enumerate(self.expected)
+                          if i not in self.used and self._want(call) == argv), None)
+            if index is None:
+                raise AssertionError("unexpected run_command call #%d: %r\n  expected (unused): %r" % (
+                    len(self.made), argv, [self._want(c) for i, c in enumerate(self.expected) if i not in self.used]))
+            self.used.add(index)
         call = self.expected[index]
-        want = [str(a) for a in call["command"]] if isinstance(call["command"], list) else call["command"]
-        assert argv == want, "run_command call #%d:\n  got  %r\n  want %r" % (index + 1, argv, want)
         if "environ_update" in call:
             got_env = kwargs.get("environ_update")
             assert got_env == call["environ_update"], "run_command call #%d environ_update: got %r, want %r" % (
