@@ -55,9 +55,12 @@ MOLECULE_SCENARIOS ?= lab site
 molecule: venv lab-deps
 	for s in $(MOLECULE_SCENARIOS); do $(BIN)/molecule test -s $$s || exit 1; done
 
+# The whole job on the lab: two machines (with a read-only torch venv for the gloo all-reduce),
+# site.yml, then verify.yml, whose last lines say where the report is.
 lab: venv lab-deps
-	python3 tests/lab/lab.py up 2
+	DGXSPARK_LAB_TORCH=1 python3 tests/lab/lab.py up 2
 	$(BIN)/ansible-playbook site.yml -i inventories/lab
+	$(BIN)/ansible-playbook playbooks/verify.yml -i inventories/lab
 
 lab-down:
 	python3 tests/lab/lab.py down

@@ -13,6 +13,11 @@ namespace. See tests/lab/README.md.
     python3 tests/lab/lab.py status                    one line per machine
     python3 tests/lab/lab.py ssh NODE [CMD...]         SSH into a machine (NODE: lab-spark-01 or 1)
     python3 tests/lab/lab.py rootfs                    build the rootfs cache only
+    python3 tests/lab/lab.py torch                     build the torch virtualenv only
+
+`up --with-torch` (or DGXSPARK_LAB_TORCH=1) also builds, once, a virtualenv with the CPU torch wheel
+in the lab dir with the host's /usr/bin/python3 (Debian bookworm's 3.11, the machines' too) and
+bind-mounts it read-only into every machine at the same path: the gloo all-reduce of verify.yml.
 
 Run as root; standard library only. State lives in $DGXSPARK_LAB_DIR (default
 /var/lib/dgxspark-lab), never in the checkout.
@@ -63,7 +68,8 @@ NS_PREFIX = "dgxlab" + LAB_ID
 SW_NS = NS_PREFIX + "-sw"
 CTL_NS = NS_PREFIX + "-ctl"
 CGROUP_NAME = "dgxspark-lab" + LAB_ID
-CGROUP_ROOTS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd")
+# cpuacct too: its cpuacct.usage counts every process a machine ever ran (benchmarks/scale.sh reads it).
+CGROUP_ROOTS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup/cpuacct")
 MGMT_NET = "172.31.%d" % (255 - int(LAB_ID or 0))  # exists only inside the lab's namespaces
 CTL_IP = MGMT_NET + ".1"
 PROXY_PORT = 3142                # apt proxy for the machines, listening in dgxlab-ctl
@@ -74,7 +80,13 @@ CX7_BRIDGES = ("cx7a", "cx7b")
 CX7_MTU = 9000
 CLONE_NEWNET = 0x40000000
 FIXTURE_DIR_IN_NODE = "/usr/share/dgxspark-lab/nvidia-smi"
+STANDIN_MOUNT = "/opt/dgxspark-sglang"
 SSH_WAIT_S = 60
+# The machines' interpreter is bookworm's /usr/bin/python3 (3.11): a venv built with the host's own
+# (the same Debian release) runs inside them unchanged when mounted at the same path.
+TORCH_PIN = "torch==2.13.0"
+TORCH_PYTHON = "/usr/bin/python3"
+TORCH_STAMP_NAME = ".dgxspark-lab-stamp"
 STOP_WAIT_S = 25
 
 
@@ -460,6 +472,60 @@ def build_rootfs(force=False):
     return True
 
 
+# --------------------------------------------------------------------------- torch virtualenv
+
+def torch_venv():
+    return LAB_DIR / "torch-venv"
+
+
+def torch_wanted(args):
+    return bool(getattr(args, "with_torch", False)) or os.environ.get("DGXSPARK_LAB_TORCH", "") in ("1", "true", "yes")
+
+
+def torch_stamp():
+    """What the venv was built from: the pin and the exact interpreter (a Python upgrade rebuilds it)."""
+    res = run([TORCH_PYTHON, "-c", "import sys; print(sys.version.split()[0])"])
+    return "%s python %s" % (TORCH_PIN, res.stdout.strip())
+
+
+def torch_ready():
+    stamp = torch_venv() / TORCH_STAMP_NAME
+    return stamp.is_file() and stamp.read_text().strip() == torch_stamp()
+
+
+def build_torch_venv(force=False):
+    """<labdir>/torch-venv with torch (pip takes the CPU wheel this machine has on disk), built once."""
+    if not Path(TORCH_PYTHON).is_file():
+        raise LabError("%s is missing: the torch venv is built with Debian's python3 (the machines' own)" % TORCH_PYTHON)
+    if torch_ready() and not force:
+        return False
+    venv = torch_venv()
+    if any(m.startswith(str(venv)) for m in lab_mounts()) or any(
+            (node_dir(i) / "torch").exists() and nspawn_pid(i) for i in known_nodes()):
+        raise LabError("the torch venv must be (re)built, but machines use it: run `lab.py down` first")
+    if venv.exists():
+        shutil.rmtree(venv)
+    LAB_DIR.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    log("building %s: %s -m venv, pip install %s (once; cached)" % (venv, TORCH_PYTHON, TORCH_PIN))
+    res = run([TORCH_PYTHON, "-m", "venv", str(venv)], check=False)
+    if res.returncode != 0:
+        raise LabError("%s -m venv failed (rc=%s): %s\nFix: run tests/lab/install-deps.sh (python3-venv)"
+                       % (TORCH_PYTHON, res.returncode, (res.stderr or res.stdout).strip()[-2000:]))
+    res = run([str(venv / "bin/pip"), "install", "--quiet", "--disable-pip-version-check", TORCH_PIN], check=False)
+    if res.returncode != 0:
+        shutil.rmtree(venv, ignore_errors=True)
+        raise LabError("pip install %s failed (rc=%s):\n%s" % (TORCH_PIN, res.returncode,
+                                                               ((res.stdout or "") + (res.stderr or ""))[-4000:]))
+    check = run([str(venv / "bin/python"), "-c", "import torch, torch.distributed as d; "
+                 "print(torch.__version__, d.is_gloo_available())"], check=False)
+    if check.returncode != 0 or not check.stdout.strip().endswith("True"):
+        raise LabError("torch in %s does not import or has no gloo: %s%s" % (venv, check.stdout, check.stderr))
+    (venv / TORCH_STAMP_NAME).write_text(torch_stamp() + "\n")
+    log("torch venv ready in %.1f s (%s)" % (time.monotonic() - t0, check.stdout.strip()))
+    return True
+
+
 # --------------------------------------------------------------------------- network
 
 def ensure_netns(name):
@@ -734,7 +800,7 @@ def prepare_node(i, n, pubkey):
         % (CTL_IP, PROXY_PORT, CTL_IP, PROXY_PORT))
 
 
-def start_node(i):
+def start_node(i, torch=False):
     name = node_name(i)
     cgdirs = cgroup_dirs(i)
     for cg in cgdirs:
@@ -751,7 +817,20 @@ def start_node(i):
             # --private-network with the path: nspawn then grants CAP_NET_ADMIN and mounts /sys
             # from the machine's own namespace (without it /sys/class/net shows the host's links).
             "--network-namespace-path=/run/netns/%s" % node_ns(i), "--private-network",
-            "--resolv-conf=off", "--link-journal=no", "--timezone=off"]
+            "--resolv-conf=off", "--link-journal=no", "--timezone=off",
+            # runc joins a session keyring for every container: without these calls a Docker
+            # engine inside the machine starts but cannot run any container.
+            "--system-call-filter=@keyring bpf", "--capability=CAP_SYS_ADMIN,CAP_BPF,CAP_NET_ADMIN",
+            # The checkout, read-only: the lab's SGLang stand-in runs from tests/lab/sglang_standin
+            # there and reads the flag catalog from plugins/module_utils, as the controller does.
+            "--bind-ro=%s:%s" % (REPO, STANDIN_MOUNT)]
+    marker = node_dir(i) / "torch"
+    if torch:
+        # Read-only at the same path: the venv's absolute paths hold inside the machine too.
+        argv.append("--bind-ro=%s" % torch_venv())
+        marker.write_text("%s\n" % torch_venv())
+    else:
+        marker.unlink(missing_ok=True)
     logf = open(LAB_DIR / ("%s.log" % name), "ab")
     logf.write(("\n==== %s up: %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), " ".join(argv))).encode())
     logf.flush()
@@ -959,6 +1038,9 @@ def cmd_up(args):
         raise LabError("N must be 1..200")
     t0 = time.monotonic()
     build_rootfs()
+    torch = torch_wanted(args)
+    if torch:
+        build_torch_venv()
     LAB_DIR.mkdir(parents=True, exist_ok=True)
     pubkey = ensure_key()
     extra = [i for i in known_nodes() if i > n]
@@ -974,19 +1056,29 @@ def cmd_up(args):
     ensure_proxy()
     started = []
     for i in range(1, n + 1):
+        if nspawn_pid(i) and torch and not (node_dir(i) / "torch").exists():
+            # A mount cannot be added to a running machine from here: restart it (pristine) with the venv.
+            log("%s runs without the torch venv: restarting it with it" % node_name(i))
+            stop_nodes([i])
         if nspawn_pid(i):
             ensure_node_net(i)
             continue
         stop_nodes([i])        # leftovers of a machine that died: mounts, cgroups, namespace
         ensure_node_net(i)
         prepare_node(i, n, pubkey)
-        start_node(i)
+        start_node(i, torch)
         started.append(i)
     wait_ready(range(1, n + 1))
     inv = write_inventory(n, args.inventory)
     log("%d machine(s) up (%s started) in %.1f s; inventory: %s" % (
         n, ", ".join(map(node_name, started)) or "none", time.monotonic() - t0, inv))
     print(inv)
+
+
+def cmd_torch(args):
+    require_root()
+    if not build_torch_venv(force=args.force):
+        log("torch venv is built and current: %s" % torch_venv())
 
 
 def cmd_down(args):
@@ -1062,6 +1154,9 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("up", help="start N machines (idempotent)")
     p.add_argument("count", type=int, metavar="N")
+    p.add_argument("--with-torch", action="store_true",
+                   help="build the torch venv once (cached) and mount it read-only into every machine "
+                        "(also DGXSPARK_LAB_TORCH=1)")
     p.add_argument("--inventory", type=Path, default=None,
                    help="folder to write hosts.yml + group_vars into (default: inventories/lab for N=2, "
                         "else $DGXSPARK_LAB_DIR/inventory-N)")
@@ -1077,6 +1172,9 @@ def main(argv=None):
     p = sub.add_parser("rootfs", help="build the rootfs cache only")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_rootfs)
+    p = sub.add_parser("torch", help="build the torch venv only (see up --with-torch)")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_torch)
     sub.add_parser("_proxy").set_defaults(func=cmd_proxy)
     args = parser.parse_args(argv)
     try:

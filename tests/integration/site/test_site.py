@@ -58,7 +58,9 @@ def test_rank0_answers_a_chat_completion_with_the_key_and_refuses_it_without(hos
         pytest.skip("only rank 0 serves the API (ranks >= 1 answer a dummy /health)")
     body = json.dumps({"model": "Qwen/Qwen2.5-0.5B-Instruct", "max_tokens": 8,
                        "messages": [{"role": "user", "content": "Say hello"}]})
-    curl = "python3 -c 'import sys,urllib.request as u; r=u.Request(sys.argv[1], data=sys.argv[2].encode(), headers=dict(h.split(\": \",1) for h in sys.argv[3:])); print(u.urlopen(r).read().decode())' "
+    curl = ("python3 -c 'import sys,urllib.request as u; "
+            "r=u.Request(sys.argv[1], data=sys.argv[2].encode(), headers=dict(h.split(\": \",1) for h in sys.argv[3:])); "
+            "print(u.urlopen(r).read().decode())' ")
     ok = host.run(curl + "%s %s %s %s", API + "/v1/chat/completions", body,
                   "Content-Type: application/json", "Authorization: Bearer " + api_key())
     assert ok.rc == 0, ok.stderr
