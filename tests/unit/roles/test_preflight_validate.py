@@ -117,19 +117,3 @@ def test_bad_inventory_fails_before_any_host_is_touched(tmp_path, case_id, inven
         assert fragment in out, '%s: %r not in output:\n%s' % (case_id, fragment, out)
     assert 'Print the plan each host received' not in out
     assert 'UNREACHABLE' not in out
-
-
-def test_argument_specs_match_defaults():
-    defaults = yaml.safe_load((ROLE / 'defaults' / 'main.yml').read_text())
-    specs = yaml.safe_load((ROLE / 'meta' / 'argument_specs.yml').read_text())['argument_specs']
-    main = specs['main']['options']
-    for name, value in defaults.items():
-        assert name in main, name
-        assert main[name].get('default') == value, name
-    documented_defaults = {n for n, o in main.items() if 'default' in o}
-    assert documented_defaults == set(defaults)
-    for entry in specs.values():
-        for name, option in entry['options'].items():
-            assert option.get('description'), name
-            if name in defaults:
-                assert option.get('default') == defaults[name], name

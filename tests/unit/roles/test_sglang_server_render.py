@@ -284,12 +284,8 @@ def test_memory_fit_of_a_local_70b_model(tmp_path):
 
 # ---- argument specs -------------------------------------------------------------------------------------
 
-def test_argument_specs_match_defaults():
-    defaults = yaml.safe_load((ROLE / 'defaults' / 'main.yml').read_text())
+def test_argument_specs_hide_the_secrets():
+    # The generic specs-equal-defaults check is tests/unit/roles/test_argument_specs.py.
     options = yaml.safe_load((ROLE / 'meta' / 'argument_specs.yml').read_text())['argument_specs']['main']['options']
-    assert {n for n, o in options.items() if 'default' in o} == set(defaults)
-    for name, value in defaults.items():
-        assert options[name]['default'] == value, name
-    assert set(options) == set(defaults) | {'sglang_server_model'}
-    assert all(o.get('description') for o in options.values())
+    assert 'sglang_server_model' in options
     assert options['sglang_server_api_key'].get('no_log') and options['sglang_server_hf_token'].get('no_log')

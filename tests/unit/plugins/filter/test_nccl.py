@@ -14,7 +14,6 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.dgxspark.sglang.plugins.filter import nccl as nccl_filter
@@ -131,13 +130,3 @@ def test_role_fails_before_writing_on_a_bad_extra(tmp_path):
     output = result.stdout + result.stderr
     assert 'NCCL_ALGO / NCCL_PROTO' in output and 'would route NCCL over the management network' in output
     assert not target.exists()
-
-
-def test_role_argument_specs_equal_its_defaults():
-    role = ROOT / 'roles' / 'nccl_env'
-    defaults = yaml.safe_load((role / 'defaults' / 'main.yml').read_text())
-    options = yaml.safe_load((role / 'meta' / 'argument_specs.yml').read_text())['argument_specs']['main']['options']
-    assert set(options) == set(defaults)
-    for name, spec in options.items():
-        assert spec.get('default') == defaults[name], name
-        assert spec.get('description'), name
