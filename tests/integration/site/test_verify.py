@@ -1,0 +1,62 @@
+"""verify.yml on the converged lab: a passing report, then the two failures a user must see named.
+
+Runs last in the scenario (file order): the failure cases break the SGLang group on purpose, and
+the scenario's destroy follows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+LAB = ["python3", str(ROOT / "tests" / "lab" / "lab.py")]
+
+
+def verify():
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    run = subprocess.run(["ansible-playbook", "playbooks/verify.yml", "-i", "inventories/lab"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600, check=False)
+    return run.returncode, run.stdout + run.stderr
+
+
+def report_dir(out):
+    marker = "verify report: "
+    line = next(line for line in out.splitlines() if marker in line)
+    return pathlib.Path(line.split(marker, 1)[1].split()[0]).parent
+
+
+def last_lines(out, n=15):
+    lines = out.splitlines()
+    end = max(i for i, line in enumerate(lines) if line.startswith("PLAY RECAP"))
+    return "\n".join(lines[max(0, end - n):end])
+
+
+def test_1_verify_passes_with_a_correct_row_per_size_and_a_curve():
+    rc, out = verify()
+    assert rc == 0, out[-4000:]
+    folder = report_dir(out)
+    report = json.loads((folder / "report.json").read_text())
+    assert report["verdict"] == "pass"
+    rows = report["allreduce"]["results"]
+    assert len(rows) >= 20 and all(row["correct"] for row in rows)
+    assert "PASS" in (folder / "report.md").read_text()
+    assert "<path" in (folder / "busbw.svg").read_text()
+
+
+def test_2_stopped_server_on_rank0_fails_naming_the_host():
+    subprocess.run(LAB + ["ssh", "lab-spark-01", "systemctl stop sglang"], check=True, timeout=120)
+    rc, out = verify()
+    assert rc != 0
+    tail = last_lines(out)
+    assert "lab-spark-01" in tail and "sglang" in tail, tail
+
+
+def test_3_cx7_twin_down_fails_naming_the_host_and_the_link():
+    subprocess.run(LAB + ["ssh", "lab-spark-02", "ip link set enp1s0f1np1 down"], check=True, timeout=60)
+    rc, out = verify()
+    assert rc != 0
+    tail = last_lines(out)
+    assert "lab-spark-02" in tail and "enp1s0f1np1" in tail, tail
