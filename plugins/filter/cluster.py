@@ -631,6 +631,8 @@ def plan_cluster(description):
         'subnets': [str(n) for n in nets],
         'nodes': nodes,
         'peers': peers,
+        # The user's launch_server flags less the tp size, which the plan owns (tp_size above).
+        'server_args': {k: v for k, v in (description.get('server_args') or {}).items() if k not in TP_KEYS},
     }
 
 
