@@ -49,6 +49,7 @@ VAR_RANK = 'spark_node_rank'
 VAR_MGMT = 'ansible_host'
 VAR_PORT = 'spark_dist_init_port'
 VAR_TP = "sglang_server_args['tp-size']"
+VAR_TP_SIZE = 'sglang_server_tp_size'
 VAR_PP = "sglang_server_args['pp-size']"
 VAR_GPUS = 'preflight_expected_gpus_per_node'
 
@@ -300,11 +301,22 @@ def _from_server_args(description, key, flag_keys):
     return None, VAR_TP if key == 'tp_size' else VAR_PP
 
 
+def _without_tp(args):
+    """The launch_server flags less the tp size, which the plan owns."""
+    return {k: v for k, v in args.items() if k not in TP_KEYS} if isinstance(args, dict) else args
+
+
 def _check_parallel(description, nnodes, all_hosts):
     problems = []
     where = 'group vars of ' + _hosts_text(all_hosts)
     tp, var_tp = _from_server_args(description, 'tp_size', TP_KEYS)
     pp, var_pp = _from_server_args(description, 'pp_size', PP_KEYS)
+    args = description.get('server_args') or {}
+    both = [k for k in args if k in TP_KEYS] if isinstance(args, dict) and description.get('tp_size') is not None else []
+    if both:
+        problems.append(problem(
+            VAR_TP_SIZE, where, "sglang_server_tp_size and sglang_server_args['%s'] both set --tp-size" % both[0],
+            'keep sglang_server_tp_size and remove it from sglang_server_args'))
     gpus = description.get('gpus_per_node', 1)
     if gpus is None:
         gpus = 1
@@ -631,8 +643,7 @@ def plan_cluster(description):
         'subnets': [str(n) for n in nets],
         'nodes': nodes,
         'peers': peers,
-        # The user's launch_server flags less the tp size, which the plan owns (tp_size above).
-        'server_args': {k: v for k, v in (description.get('server_args') or {}).items() if k not in TP_KEYS},
+        'server_args': _without_tp(description.get('server_args') or {}),
     }
 
 

@@ -413,3 +413,19 @@ def test_next_is_a_ring_in_rank_order():
     nodes = plan_cluster(desc)['nodes']
     assert {n: v['next'] for n, v in nodes.items()} == {'spark-03': 'spark-01', 'spark-01': 'spark-02', 'spark-02': 'spark-03'}
     assert plan_cluster(base(1))['nodes']['spark-01']['next'] == 'spark-01'
+
+
+def test_tp_size_set_twice_is_a_problem_of_the_plan():
+    desc = base(2)
+    desc['tp_size'] = 2
+    desc['server_args'] = {'tp': 2, 'mem-fraction-static': 0.75}
+    problems = FilterModule().filters()['cluster_problems'](desc)
+    assert problems == ["sglang_server_tp_size (group vars of hosts spark-01, spark-02): sglang_server_tp_size and "
+                        "sglang_server_args['tp'] both set --tp-size. Fix: keep sglang_server_tp_size and remove it "
+                        "from sglang_server_args."]
+
+
+def test_plan_hands_back_server_args_without_the_tp_size():
+    desc = base(2)
+    desc['server_args'] = {'tp-size': 2, 'mem-fraction-static': 0.75, 'pp-size': 1}
+    assert plan_cluster(desc)['server_args'] == {'mem-fraction-static': 0.75, 'pp-size': 1}
