@@ -16,10 +16,11 @@ from ansible.utils.display import Display
 from ansible_collections.dgxspark.sglang.plugins.module_utils._nccl import (
     NcclEnvError,
     build_nccl_env,
-    nccl_env_warnings,
+    check_nccl_settings,
     rdma_device_names,
     render_env_file,
 )
+from ansible_collections.dgxspark.sglang.plugins.module_utils._problems import warnings
 
 display = Display()
 
@@ -32,8 +33,10 @@ def nccl_env(interfaces, rdma_devices=None, ib_disable=None, debug='WARN', extra
                              extra=extra, deliberate=deliberate)
     except NcclEnvError as exc:
         raise AnsibleFilterError(str(exc))
-    for warning in nccl_env_warnings(env, deliberate, interfaces, rdma_device_names(rdma_devices, interfaces)):
-        display.warning('dgxspark.sglang.nccl_env: %s' % warning)
+    # The settings passed every check above; what is left are the warnings (valid, but advised against).
+    for item in warnings(check_nccl_settings(extra, deliberate, debug, ib_disable, interfaces,
+                                             rdma_device_names(rdma_devices, interfaces))):
+        display.warning('dgxspark.sglang.nccl_env [%s]: %s' % (item['code'], item['message']))
     return env
 
 

@@ -24,63 +24,48 @@ import json
 import os
 import re
 
-DEFAULT_INTERFACES = ['enp1s0f1np1']
-DEFAULT_SPEED_MBPS = 200000
-MTU_MIN = 68
-MTU_MAX = 9216
+from ansible_collections.dgxspark.sglang.plugins.module_utils._cx7 import (
+    DEFAULT_SPEED_MBPS,
+    DEFAULT_TWINS,
+    MTU_MAX,
+    MTU_MIN,
+    expected_rdma_name,
+    is_ifname,
+    twin_name,
+)
+from ansible_collections.dgxspark.sglang.plugins.module_utils._problems import problem
+
 RDMA_PORT = '1'
 
-# Linux interface names: at most 15 characters (IFNAMSIZ - 1); this set keeps them safe in paths.
-IFNAME_RE = re.compile(r'^[A-Za-z0-9_.:-]{1,15}$')
-# Predictable PCI names as systemd gives them to the CX7 twins: enp1s0f1np1 and enP2p1s0f1np1.
-_PCI_NAME_RE = re.compile(r'^en(?:P(?P<domain>[0-9]+))?p(?P<rest>[0-9]+s[0-9]+f[0-9]+)(?P<port>np[0-9]+)?$')
+# The inventory variables a link problem points at (the module's options carry their values).
+VAR_INTERFACES = 'spark_cx7_interfaces'
+VAR_SPEED = 'spark_cx7_expected_speed_mbps'
+VAR_MTU = 'cx7_network_mtu'
+VAR_ADDRESSES = 'spark_cx7_addresses'
+VAR_SUBNETS = 'spark_cx7_subnets'
+
 _PCI_ADDRESS_RE = re.compile(r'^[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$')
-_TWIN_DOMAIN = '2'
 # operstate values (RFC 2863 names, as the kernel prints them) that mean the link is down.
 _DOWN_STATES = ('down', 'lowerlayerdown', 'notpresent', 'unreadable')
 
 
 # --- names ---------------------------------------------------------------------------------------
+# The naming rules (interface names, twins, RDMA names) live in _cx7; this file only applies them.
 
 def check_options(interfaces, expected_speed_mbps, expected_mtu):
     """Return a list of sentences, one per invalid option value (empty when all are valid)."""
     errors = []
     if not interfaces:
-        errors.append('interfaces must name at least one interface, e.g. [enp1s0f1np1]')
+        errors.append('interfaces must name at least one interface, e.g. [%s]' % ', '.join(DEFAULT_TWINS))
     for name in interfaces or []:
-        if not IFNAME_RE.match(name or ''):
+        if not is_ifname(name):
             errors.append('interfaces: %r is not a valid interface name (1 to 15 characters from '
-                          'letters, digits and _ . : -), e.g. enp1s0f1np1' % (name,))
+                          'letters, digits and _ . : -), e.g. %s' % (name, DEFAULT_TWINS[0]))
     if expected_speed_mbps is not None and expected_speed_mbps < 0:
         errors.append('expected_speed_mbps must be 0 (no speed check) or more, got %d' % expected_speed_mbps)
     if expected_mtu is not None and not MTU_MIN <= expected_mtu <= MTU_MAX:
         errors.append('expected_mtu must be between %d and %d, got %d' % (MTU_MIN, MTU_MAX, expected_mtu))
     return errors
-
-
-def twin_name(ifname):
-    """The other PCIe half of the same CX7 port: enp1s0f1np1 <-> enP2p1s0f1np1; None if the name has no twin."""
-    match = _PCI_NAME_RE.match(ifname)
-    if not match or not match.group('port'):  # the CX7 netdevs carry their port: ...np1
-        return None
-    tail = match.group('rest') + match.group('port')
-    if match.group('domain') is None:
-        return 'enP%sp%s' % (_TWIN_DOMAIN, tail)
-    if match.group('domain') == _TWIN_DOMAIN:
-        return 'enp%s' % tail
-    return None
-
-
-def expected_rdma_name(ifname):
-    """The RDMA device name that goes with a netdev name (enp1s0f1np1 -> rocep1s0f1); None if unknown.
-
-    Used in messages only: the real mapping is read from sysfs by find_rdma_devices().
-    """
-    match = _PCI_NAME_RE.match(ifname)
-    if not match:
-        return None
-    domain = match.group('domain')
-    return 'roce%sp%s' % ('P%s' % domain if domain is not None else '', match.group('rest'))
 
 
 def with_twins(interfaces, include_twins):
@@ -259,46 +244,61 @@ def parse_ip_addr_json(text):
 
 
 # --- the report ----------------------------------------------------------------------------------
+# Every problem is a _problems.problem dict with a code; the node does not know its inventory name, so ``where``
+# stays None (the caller places it) and the interface is named in ``what``.
+
+def unreadable_addresses(reason, fix=None):
+    """The problem reported when the addresses could not be read (``ip`` missing, failing, or not printing JSON)."""
+    return problem('cx7-addresses-unreadable', 'iproute2', 'cannot read addresses: %s' % reason,
+                   fix or 'check that `ip -j addr show` works on the host')
+
 
 def _interface_problems(info, expected_speed_mbps, expected_mtu, addresses_known):
     name = info['name']
     if not info['present']:
-        return ['%s: interface not found; check the name with `ip -br link`' % name]
+        return [problem('cx7-interface-missing', VAR_INTERFACES, '%s does not exist on this host' % name,
+                        'check the name with `ip -br link` (the twins are listed by `ibdev2netdev`)')]
     problems = []
     up = info['operstate'] == 'up'
     if not up:
         state = info['operstate'] or 'unreadable'
-        problems.append('%s: link is %s (operstate %s); check the cable and `ip link set %s up`'
-                        % (name, 'down' if state in _DOWN_STATES else 'not up', state, name))
+        down = state in _DOWN_STATES
+        problems.append(problem('cx7-link-down' if down else 'cx7-link-not-up', VAR_INTERFACES,
+                                '%s is %s (operstate %s)' % (name, 'down' if down else 'not up', state),
+                                'check the cable and `ip link set %s up`' % name))
     if up and expected_speed_mbps:
         if info['speed_mbps'] is None:
-            problems.append('%s: link speed is not reported, expected %d Mb/s; check `ethtool %s`'
-                            % (name, expected_speed_mbps, name))
+            problems.append(problem('cx7-speed-unknown', VAR_SPEED, '%s reports no link speed, expected %d Mb/s'
+                                    % (name, expected_speed_mbps), 'check `ethtool %s`' % name))
         elif info['speed_mbps'] < expected_speed_mbps:
-            problems.append('%s: speed %d Mb/s is below the expected %d Mb/s (degraded link; reseat the cable '
-                            'or check the peer)' % (name, info['speed_mbps'], expected_speed_mbps))
+            problems.append(problem('cx7-speed-degraded', VAR_SPEED, '%s runs at %d Mb/s, below the expected %d Mb/s '
+                                    '(degraded link)' % (name, info['speed_mbps'], expected_speed_mbps),
+                                    'reseat the cable or check the peer'))
     if expected_mtu is not None and info['mtu'] != expected_mtu:
-        problems.append('%s: MTU %s, expected %d; set the same MTU on both nodes (netplan `mtu: %d`)'
-                        % (name, info['mtu'], expected_mtu, expected_mtu))
+        problems.append(problem('cx7-mtu-mismatch', VAR_MTU, '%s has MTU %s, expected %d'
+                                % (name, info['mtu'], expected_mtu),
+                                'set the same MTU on both nodes (netplan `mtu: %d`)' % expected_mtu))
     if info['rdma_device'] is None:
         expected = expected_rdma_name(name)
-        problems.append('%s: no RDMA device (%sis mlx5_ib loaded?)'
-                        % (name, 'expected %s; ' % expected if expected else ''))
+        problems.append(problem('cx7-no-rdma-device', VAR_INTERFACES, '%s has no RDMA device%s'
+                                % (name, ' (expected %s)' % expected if expected else ''),
+                                'check that mlx5_ib is loaded (`lsmod | grep mlx5_ib`) and `ibdev2netdev`'))
     elif info['rdma_port_state'] != 'ACTIVE':
-        problems.append('%s: RDMA port %s/%s is %s, expected ACTIVE'
-                        % (name, info['rdma_device'], RDMA_PORT, info['rdma_port_state'] or 'unreadable'))
+        problems.append(problem('cx7-rdma-port-down', VAR_INTERFACES, 'RDMA port %s/%s behind %s is %s, expected ACTIVE'
+                                % (info['rdma_device'], RDMA_PORT, name, info['rdma_port_state'] or 'unreadable'),
+                                'bring the link up and check `rdma link`'))
     if addresses_known and not info['ipv4']:
-        problems.append('%s: no IPv4 address; give it one in its own subnet (e.g. in /etc/netplan/40-cx7.yaml)'
-                        % name)
+        problems.append(problem('cx7-no-ipv4', VAR_ADDRESSES, '%s has no IPv4 address' % name,
+                                'give it one in its own subnet (the cx7_network role, or /etc/netplan/40-cx7.yaml)'))
     elif info['ipv4'] and info['rdma_device'] and info['rdma_port_state'] == 'ACTIVE' \
             and info['roce_v2_gid_index'] is None:
-        problems.append('%s: no RoCE v2 GID on %s matches %s; check `rdma link` and the address'
-                        % (name, info['rdma_device'], info['ipv4'][0]))
+        problems.append(problem('cx7-no-roce-gid', VAR_INTERFACES, 'no RoCE v2 GID on %s (behind %s) matches %s'
+                                % (info['rdma_device'], name, info['ipv4'][0]), 'check `rdma link` and the address'))
     return problems
 
 
 def _shared_subnet_problems(infos):
-    """(first, second, sentence) for each pair of interfaces whose IPv4 subnets overlap."""
+    """(first, second, problem) for each pair of interfaces whose IPv4 subnets overlap."""
     found = []
     for i, first in enumerate(infos):
         for second in infos[i + 1:]:
@@ -306,8 +306,9 @@ def _shared_subnet_problems(infos):
             if shared is None:
                 continue
             whom = 'twin' if twin_name(first['name']) == second['name'] else 'interface'
-            found.append((first, second, '%s and %s share subnet %s; give each %s its own subnet'
-                          % (first['name'], second['name'], shared, whom)))
+            found.append((first, second, problem(
+                'cx7-shared-subnet', VAR_SUBNETS, '%s and %s share subnet %s' % (first['name'], second['name'], shared),
+                'give each %s its own subnet' % whom)))
     return found
 
 
@@ -326,8 +327,11 @@ def connectx_report(sysfs_root, interfaces, include_twins=True, expected_speed_m
     """The module's whole result (less `changed`).
 
     ``addresses`` is the output of parse_ip_addr_json(), or None when it could not be read, in which
-    case ``address_problem`` says why and ipv4/ipv6 are None.
+    case ``address_problem`` (a problem from unreadable_addresses(), or a sentence) says why and ipv4/ipv6 are None.
+    ``problems``, top-level and per interface, are _problems.problem dicts.
     """
+    if isinstance(address_problem, str):
+        address_problem = unreadable_addresses(address_problem)
     rdma_by_netdev = find_rdma_devices(sysfs_root)
     infos = []
     for name in with_twins(interfaces, include_twins):
@@ -351,10 +355,10 @@ def connectx_report(sysfs_root, interfaces, include_twins=True, expected_speed_m
     problems = [address_problem] if address_problem else []
     for info in infos:
         problems.extend(info['problems'])
-    for first, second, sentence in _shared_subnet_problems(infos):
-        first['problems'].append(sentence)
-        second['problems'].append(sentence)
-        problems.append(sentence)
+    for first, second, item in _shared_subnet_problems(infos):
+        first['problems'].append(item)
+        second['problems'].append(item)
+        problems.append(item)
 
     rdma_devices = []
     for info in infos:

@@ -25,6 +25,23 @@ from __future__ import annotations
 import difflib
 import re
 
+from ansible_collections.dgxspark.sglang.plugins.module_utils._cx7 import (
+    DEFAULT_TWINS,
+    NOT_CX7,
+    expected_rdma_name,
+    is_cx7_name,
+    is_ifname,
+    is_rdma_name,
+)
+from ansible_collections.dgxspark.sglang.plugins.module_utils._problems import (
+    ProblemsError,
+    errors,
+    kind,
+    problem,
+    warning,
+    warnings,
+)
+
 # Documented in NCCL's env.rst (v2.30.7-1) and still read by NCCL 2.30.
 _DOCUMENTED = frozenset((
     'NCCL_ALGO', 'NCCL_ALLOC_P2P_NET_LL_BUFFERS', 'NCCL_BUFFSIZE', 'NCCL_CGA_CLUSTER_SIZE',
@@ -104,14 +121,6 @@ OTHER_KNOWN_VARS = frozenset((
 # Values NCCL_DEBUG accepts (env.rst).
 NCCL_DEBUG_LEVELS = ('VERSION', 'WARN', 'INFO', 'TRACE')
 
-# Interfaces that are never CX7 twins on a DGX Spark (FACTS.md): the 10 GbE management port, Wi-Fi,
-# loopback.
-NOT_CX7_INTERFACES = {
-    'enP7s7': 'the 10 GbE management port',
-    'wlP9s9': 'the Wi-Fi interface',
-    'lo': 'the loopback interface',
-}
-
 # Variables whose value selects network interfaces or devices, and how the value is written.
 _IFNAME_LIST_VARS = ('NCCL_SOCKET_IFNAME', 'GLOO_SOCKET_IFNAME', 'TP_SOCKET_IFNAME', 'OMPI_MCA_btl_tcp_if_include')
 
@@ -121,9 +130,12 @@ VAR_INTERFACES = 'spark_cx7_interfaces'
 VAR_IB_DISABLE = 'nccl_env_ib_disable'
 VAR_DEBUG = 'nccl_env_debug'
 
+# The role's default of nccl_env_debug (roles/nccl_env/defaults/main.yml): what None stands for.
+DEFAULT_DEBUG = 'WARN'
+
 _NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
-# Linux interface names: at most 15 bytes, no '/', whitespace, ',' or the NCCL list markers.
-_IFNAME = re.compile(r'^[A-Za-z0-9_.:-]{1,15}$')
+# RDMA device names (IB_DEVICE_NAME_MAX is 64 with the NUL): rocep1s0f1, roceP2p1s0f1, mlx5_0. Not an interface name:
+# those rules live in _cx7.
 # Written bare in the file; anything else printable is double-quoted.
 _BARE_VALUE = re.compile(r'^[A-Za-z0-9_.,:/=@%+^-]*$')
 # Characters that need a backslash inside systemd's double quotes.
@@ -134,20 +146,13 @@ HEADER = (
     '# Read by systemd (EnvironmentFile=); edit nccl_env_extra in the inventory, not this file.\n'
 )
 
+_TWINS_EXAMPLE = '[%s]' % ', '.join(DEFAULT_TWINS)
 
-class NcclEnvError(ValueError):
+
+class NcclEnvError(ProblemsError):
     """Every problem found in one NCCL environment, not only the first."""
 
-    def __init__(self, problems):
-        self.problems = list(problems)
-        super().__init__(format_problems(self.problems))
-
-
-def format_problems(problems):
-    """One message for a list of problems, numbered, one per line."""
-    lines = ['The NCCL environment has %d problem%s:' % (len(problems), '' if len(problems) == 1 else 's')]
-    lines.extend('  %d. %s' % (i, p) for i, p in enumerate(problems, 1))
-    return '\n'.join(lines)
+    subject = 'The NCCL environment'
 
 
 def render_value(value):
@@ -158,7 +163,7 @@ def render_value(value):
         return str(value)
     if isinstance(value, str):
         return str(value)
-    raise TypeError('a %s is not a value an environment variable can take' % type(value).__name__)
+    raise TypeError('%s is not a value an environment variable can take' % kind(value))
 
 
 def _split_list(value):
@@ -185,195 +190,279 @@ def rdma_device_names(rdma_devices, interfaces=None):
 
 
 def check_interfaces(interfaces):
-    """Problems with the list of CX7 interfaces itself."""
-    problems = []
+    """Problems with the list of CX7 interfaces itself (``spark_cx7_interfaces``)."""
     if isinstance(interfaces, str) or not isinstance(interfaces, (list, tuple)) or not interfaces:
-        return ['%s must be a non-empty list of the CX7 twins, e.g. [enp1s0f1np1, enP2p1s0f1np1]; got %r'
-                % (VAR_INTERFACES, interfaces)]
+        return [problem('nccl-interfaces', VAR_INTERFACES, 'must be a non-empty list of the CX7 twins, got %r'
+                        % (interfaces,), 'write e.g. %s: %s' % (VAR_INTERFACES, _TWINS_EXAMPLE))]
+    problems = []
     for name in interfaces:
-        if not isinstance(name, str) or not _IFNAME.match(name):
-            problems.append('%s: %r is not an interface name (at most 15 characters, no commas or spaces)'
-                            % (VAR_INTERFACES, name))
-        elif name in NOT_CX7_INTERFACES:
-            problems.append('%s names %s, %s, not a CX7 twin: NCCL would run over it. Fix: list the CX7 twins, '
-                            'e.g. [enp1s0f1np1, enP2p1s0f1np1]' % (VAR_INTERFACES, name, NOT_CX7_INTERFACES[name]))
+        if not is_ifname(name):
+            problems.append(problem('nccl-interface-bad-name', VAR_INTERFACES, '%r is not an interface name (at most '
+                                    '15 characters, no commas or spaces)' % (name,), 'list the CX7 twins, e.g. %s'
+                                    % _TWINS_EXAMPLE))
+        elif name in NOT_CX7:
+            problems.append(problem('nccl-not-cx7-interface', VAR_INTERFACES, 'names %s, %s, not a CX7 twin: NCCL '
+                                    'would run over it' % (name, NOT_CX7[name]), 'list the CX7 twins, e.g. %s'
+                                    % _TWINS_EXAMPLE))
     names = [name for name in interfaces if isinstance(name, str)]
     if len(set(names)) != len(names):
-        problems.append('%s lists an interface twice: %s' % (VAR_INTERFACES, ', '.join(map(str, interfaces))))
+        problems.append(problem('nccl-interface-twice', VAR_INTERFACES, 'lists an interface twice: %s'
+                                % ', '.join(map(str, interfaces)), 'list each twin once'))
     return problems
 
 
+def _device_syntax(item):
+    """The RDMA device of a ``dev[:port]`` entry, and whether the entry is well formed."""
+    dev, _sep, port = item.partition(':')
+    return dev, is_rdma_name(dev) and (not _sep or port.isdigit())
+
+
 def _check_routing(name, value, interfaces, rdma_devices):
-    """Problems with a variable that picks interfaces or RDMA devices: only CX7 ones may appear."""
+    """Problems with a variable that picks interfaces or RDMA devices: only CX7 ones may appear.
+
+    ``rdma_devices`` None means the devices are not known yet (before any node was probed): device names are then
+    checked for their form only.
+    """
     problems = []
     cx7 = ', '.join(interfaces)
+    known = rdma_devices is not None
+    rdma = list(rdma_devices or [])
+    expected = [dev for dev in (expected_rdma_name(i) for i in interfaces) if dev]
+    pin = ','.join(rdma if known else expected) or '<the RDMA devices behind the CX7 twins>'
     mgmt = 'would route %s over the management network (or another non-CX7 interface)' % (
         'NCCL' if name.startswith('NCCL_') else name.split('_')[0].lower())
+
+    def add(code, what, fix=None):
+        problems.append(problem(code, VAR_EXTRA, '%s=%s %s' % (name, value, what), fix))
+
     if name in _IFNAME_LIST_VARS:
         text = value
         if name == 'NCCL_SOCKET_IFNAME':
             if text.startswith('^'):
-                return ['%s: %s=%s excludes interfaces instead of naming the CX7 twins and %s. Fix: =%s'
-                        % (VAR_EXTRA, name, value, mgmt, ','.join(interfaces))]
+                add('nccl-exclude-list', 'excludes interfaces instead of naming the CX7 twins and %s' % mgmt,
+                    'write NCCL_SOCKET_IFNAME: =%s' % ','.join(interfaces))
+                return problems
             text = text[1:] if text.startswith('=') else text
         elif text.startswith('=') or text.startswith('^'):
-            return ['%s: %s=%s: %s does not understand NCCL\'s "=" / "^" markers; list plain interface names (%s)'
-                    % (VAR_EXTRA, name, value, name, cx7)]
+            add('nccl-list-marker', 'uses NCCL\'s "=" / "^" markers, which %s does not understand' % name,
+                'list plain interface names (%s)' % cx7)
+            return problems
         items = _split_list(text)
         if name == 'TP_SOCKET_IFNAME' and len(items) > 1:
-            problems.append('%s: TP_SOCKET_IFNAME takes one interface name, got %s' % (VAR_EXTRA, value))
+            add('nccl-single-interface', 'names %d interfaces; TP_SOCKET_IFNAME takes one' % len(items),
+                'write TP_SOCKET_IFNAME: %s' % interfaces[0])
         for item in items:
             if name == 'OMPI_MCA_btl_tcp_if_include' and '/' in item:
                 continue  # a CIDR; its subnet is checked by preflight against spark_cx7_subnets
             if item not in interfaces:
-                what = ' (%s)' % NOT_CX7_INTERFACES[item] if item in NOT_CX7_INTERFACES else ''
-                problems.append('%s: %s=%s names %s%s, which is not one of the CX7 interfaces (%s) and %s. Fix: use %s'
-                                % (VAR_EXTRA, name, value, item or '""', what, cx7, mgmt, cx7))
+                what = ' (%s)' % NOT_CX7[item] if item in NOT_CX7 else ''
+                add('nccl-not-cx7-interface', 'names %s%s, which is not one of the CX7 interfaces (%s) and %s'
+                    % (item or '""', what, cx7, mgmt), 'use %s' % cx7)
     elif name == 'NCCL_IB_HCA':
         text = value[1:] if value.startswith('=') else value
         if text.startswith('^'):
-            return ['%s: NCCL_IB_HCA=%s excludes devices instead of pinning the CX7 ones. Fix: =%s'
-                    % (VAR_EXTRA, value, ','.join(rdma_devices) or '<the RDMA devices behind the CX7 twins>')]
+            add('nccl-exclude-list', 'excludes devices instead of pinning the CX7 ones', 'write NCCL_IB_HCA: =%s' % pin)
+            return problems
         for item in _split_list(text):
-            dev = item.split(':', 1)[0]
-            if dev not in rdma_devices:
-                found = ', '.join(rdma_devices) if rdma_devices else 'none'
-                problems.append('%s: NCCL_IB_HCA=%s names %s, but the RDMA devices behind %s are: %s. Fix: remove '
-                                'NCCL_IB_HCA from %s (the role pins the devices it found) or name only those'
-                                % (VAR_EXTRA, value, dev or '""', cx7, found, VAR_EXTRA))
+            dev, well_formed = _device_syntax(item)
+            if not well_formed:
+                add('nccl-bad-device-name', 'has the entry %s, which is not an RDMA device name with an optional '
+                    ':port' % (item or '""'), 'write NCCL_IB_HCA: =%s' % pin)
+            elif known and dev not in rdma:
+                add('nccl-ib-hca-unknown-device', 'names %s, but the RDMA devices behind %s are: %s'
+                    % (dev, cx7, ', '.join(rdma) or 'none'), 'remove NCCL_IB_HCA from %s (the role pins the devices '
+                    'it found) or name only those' % VAR_EXTRA)
     elif name == 'UCX_NET_DEVICES':
         for item in _split_list(value):
-            dev = item.split(':', 1)[0]
-            if item == 'all' or (dev not in interfaces and dev not in rdma_devices):
-                problems.append('%s: UCX_NET_DEVICES=%s names %s, which is neither a CX7 interface (%s) nor an RDMA '
-                                'device behind one (%s) and %s'
-                                % (VAR_EXTRA, value, item or '""', cx7, ', '.join(rdma_devices) or 'none', mgmt))
+            dev, well_formed = _device_syntax(item)
+            if item == 'all' or dev in NOT_CX7 or (is_cx7_name(dev) and dev not in interfaces):
+                unknown = True   # never a CX7 twin or its device, whatever the probe finds
+            elif dev in interfaces or (known and dev in rdma):
+                continue
+            else:
+                unknown = known or not well_formed
+            if unknown:
+                add('nccl-ucx-device', 'names %s, which is neither a CX7 interface (%s) nor an RDMA device behind one '
+                    '(%s) and %s' % (item or '""', cx7, ', '.join(rdma) if known else 'not probed yet', mgmt),
+                    'remove UCX_NET_DEVICES from %s (the role sets it) or name only those' % VAR_EXTRA)
     return problems
 
 
 def _check_value(name, value, rdma_devices):
     """Problems and warnings about the value of a few variables whose values are well defined."""
-    problems, warnings = [], []
+    problems = []
     if name == 'NCCL_DEBUG' and value.upper() not in NCCL_DEBUG_LEVELS:
-        problems.append('%s: NCCL_DEBUG=%s is not one of %s' % (VAR_EXTRA, value, ', '.join(NCCL_DEBUG_LEVELS)))
+        problems.append(problem('nccl-debug-level', VAR_EXTRA, 'NCCL_DEBUG=%s is not one of %s'
+                                % (value, ', '.join(NCCL_DEBUG_LEVELS)), 'use one of them, or set %s' % VAR_DEBUG))
     elif name == 'NCCL_IB_DISABLE':
         if value not in ('0', '1'):
-            problems.append('%s: NCCL_IB_DISABLE=%s must be 0 or 1 (or true/false)' % (VAR_EXTRA, value))
+            problems.append(problem('nccl-ib-disable-value', VAR_EXTRA, 'NCCL_IB_DISABLE=%s must be 0 or 1 (or '
+                                    'true/false)' % value, 'or leave it out and set %s' % VAR_IB_DISABLE))
         elif value == '1' and rdma_devices:
-            warnings.append('NCCL_IB_DISABLE=1 although RDMA devices were found (%s): NCCL will use sockets, about '
-                            '3 GB/s instead of 22-24 GB/s' % ', '.join(rdma_devices))
-    return problems, warnings
+            problems.append(_ib_disabled_warning(VAR_EXTRA, 'NCCL_IB_DISABLE=1', rdma_devices))
+    return problems
+
+
+def _ib_disabled_warning(variable, setting, rdma_devices):
+    return warning('nccl-ib-disabled-with-rdma', variable, '%s although RDMA devices were found (%s): NCCL will use '
+                   'sockets, about 3 GB/s instead of 22-24 GB/s' % (setting, ', '.join(rdma_devices)),
+                   'leave InfiniBand/RoCE on unless you are debugging')
+
+
+def _name_syntax_problem(name):
+    if isinstance(name, str) and _NAME.match(name):
+        return None
+    return problem('nccl-bad-name', VAR_EXTRA, '%r is not a valid environment variable name (letters, digits, _; '
+                   'not starting with a digit)' % (name,), 'correct or remove it')
 
 
 def check_name(name, deliberate=()):
     """Problems with one variable name (syntax, dead, unknown NCCL_*, near miss of a known name)."""
-    if not isinstance(name, str) or not _NAME.match(name):
-        return ['%s: %r is not a valid environment variable name (letters, digits, _; not starting with a digit)'
-                % (VAR_EXTRA, name)]
+    bad = _name_syntax_problem(name)
+    if bad:
+        return [bad]
     if name in DEAD_VARS:
-        return ['%s: %s is not a variable to set: %s' % (VAR_EXTRA, name, DEAD_VARS[name])]
+        return [problem('nccl-dead-variable', VAR_EXTRA, '%s is not a variable to set: %s' % (name, DEAD_VARS[name]),
+                        'remove %s' % name)]
     if name in deliberate:
         return []
     upper = name.upper()
     if upper != name and (upper in KNOWN_NCCL_VARS or upper in DEAD_VARS or upper.startswith('NCCL_')):
-        return ['%s: %s: environment variable names are case-sensitive and NCCL reads only upper case; use %s'
-                % (VAR_EXTRA, name, upper)]
+        return [problem('nccl-lowercase-name', VAR_EXTRA, '%s: environment variable names are case-sensitive and '
+                        'NCCL reads only upper case' % name, 'use %s' % upper)]
     if name.startswith('NCCL_'):
         if name in KNOWN_NCCL_VARS:
             return []
         close = difflib.get_close_matches(name, sorted(KNOWN_NCCL_VARS), n=1, cutoff=0.8)
         hint = ' (did you mean %s?)' % close[0] if close else ''
-        return ['%s: %s is not an NCCL variable%s. NCCL ignores unknown names silently. Fix: correct it, or, if it '
-                'is deliberate (a newer NCCL, a plugin), add it to %s' % (VAR_EXTRA, name, hint, VAR_DELIBERATE)]
+        return [problem('nccl-unknown-variable', VAR_EXTRA, '%s is not an NCCL variable%s; NCCL ignores unknown '
+                        'names silently' % (name, hint), 'correct it, or, if it is deliberate (a newer NCCL, a '
+                        'plugin), add it to %s' % VAR_DELIBERATE)]
     if name not in OTHER_KNOWN_VARS:
         close = difflib.get_close_matches(name, sorted(OTHER_KNOWN_VARS), n=1, cutoff=0.9)
         if close:
-            return ['%s: %s looks like a misspelt %s. Fix: correct it, or add it to %s if it is deliberate'
-                    % (VAR_EXTRA, name, close[0], VAR_DELIBERATE)]
+            return [problem('nccl-misspelt-variable', VAR_EXTRA, '%s looks like a misspelt %s' % (name, close[0]),
+                            'correct it, or add it to %s if it is deliberate' % VAR_DELIBERATE)]
     return []
 
 
-def validate_nccl_env(mapping, deliberate=(), interfaces=None, rdma_devices=None):
-    """Every problem in an environment mapping, as a list of strings (empty when it is fine).
+def _entry_problem(name, raw):
+    """(value, None) for a variable's value as the file holds it, or (None, problem) when it cannot be written."""
+    try:
+        value = render_value(raw)
+    except TypeError as exc:
+        return None, problem('nccl-bad-value', VAR_EXTRA, '%s: %s' % (name, exc),
+                             'remove the key to leave it unset' if raw is None else 'give it a string, number or bool')
+    bad = [c for c in value if c in '\n\r\0' or (ord(c) < 32 and c != '\t') or ord(c) == 127]
+    if bad:
+        return None, problem('nccl-control-character', VAR_EXTRA, '%s: the value contains a line break or control '
+                             'character (%r); an EnvironmentFile line cannot hold it' % (name, bad[0]),
+                             'remove it from the value')
+    return value, None
 
-    ``interfaces`` and ``rdma_devices``, when given, are the only interfaces and RDMA devices that
-    variables selecting a network may name (``NCCL_SOCKET_IFNAME``, ``NCCL_IB_HCA``, ...).
+
+def validate_nccl_env(mapping, deliberate=(), interfaces=None, rdma_devices=None):
+    """Every error in an environment mapping, as a list of problem dicts (empty when it is fine).
+
+    ``interfaces``, when given, are the only interfaces that variables selecting a network may name
+    (``NCCL_SOCKET_IFNAME``, ``UCX_NET_DEVICES``, ...). ``rdma_devices``: the RDMA devices found behind them, or
+    None when they are not known yet (before any node was probed): then device names in ``NCCL_IB_HCA`` and
+    ``UCX_NET_DEVICES`` are checked for their form only, and again once the devices are known.
     """
-    return _validate(mapping, deliberate, interfaces, rdma_devices)[0]
+    return errors(_validate(mapping, deliberate, interfaces, rdma_devices))
 
 
 def nccl_env_warnings(mapping, deliberate=(), interfaces=None, rdma_devices=None):
-    """Warnings (valid but advised against) about an environment mapping."""
-    return _validate(mapping, deliberate, interfaces, rdma_devices)[1]
+    """Warnings (valid but advised against) about an environment mapping, as problem dicts of severity warning."""
+    return warnings(_validate(mapping, deliberate, interfaces, rdma_devices))
 
 
 def _validate(mapping, deliberate, interfaces, rdma_devices):
-    problems, warnings = [], []
+    problems = []
     if not isinstance(mapping, dict):
-        return ['%s must be a dict of variable name -> value; got %s' % (VAR_EXTRA, type(mapping).__name__)], []
+        return [problem('nccl-extra-not-dict', VAR_EXTRA, 'must be a dict of variable name -> value, got %s'
+                        % kind(mapping), 'write e.g. %s: {NCCL_DEBUG_SUBSYS: INIT,NET}' % VAR_EXTRA)]
     deliberate = _as_name_list(deliberate, problems)
-    rdma = rdma_device_names(rdma_devices)
+    rdma = None if rdma_devices is None else rdma_device_names(rdma_devices)
     for name, raw in mapping.items():
         name_problems = check_name(name, deliberate)
         problems.extend(name_problems)
         if name_problems:
             continue
         if name in DISCOURAGED_VARS:
-            warnings.append('%s is set: %s' % (name, DISCOURAGED_VARS[name]))
-        try:
-            value = render_value(raw)
-        except TypeError as exc:
-            problems.append('%s: %s: %s%s' % (VAR_EXTRA, name, exc, '; remove the key to leave it unset'
-                                              if raw is None else ''))
-            continue
-        bad = [c for c in value if c in '\n\r\0' or (ord(c) < 32 and c != '\t') or ord(c) == 127]
+            problems.append(warning('nccl-discouraged-variable', VAR_EXTRA, '%s is set: %s'
+                                    % (name, DISCOURAGED_VARS[name])))
+        value, bad = _entry_problem(name, raw)
         if bad:
-            problems.append('%s: %s: the value contains a line break or control character (%r); an '
-                            'EnvironmentFile line cannot hold it' % (VAR_EXTRA, name, bad[0]))
+            problems.append(bad)
             continue
-        more, warn = _check_value(name, value, rdma)
-        problems.extend(more)
-        warnings.extend(warn)
+        problems.extend(_check_value(name, value, rdma))
         if interfaces is not None:
             problems.extend(_check_routing(name, value, list(interfaces), rdma))
-    return problems, warnings
+    return problems
 
 
 def _as_name_list(deliberate, problems):
     if deliberate is None:
         return ()
     if isinstance(deliberate, str) or not isinstance(deliberate, (list, tuple, set, frozenset)):
-        problems.append('%s must be a list of variable names; got %r' % (VAR_DELIBERATE, deliberate))
+        problems.append(problem('nccl-deliberate-not-list', VAR_DELIBERATE, 'must be a list of variable names, got %r'
+                                % (deliberate,), 'write e.g. %s: [NCCL_FUTURE_KNOB]' % VAR_DELIBERATE))
         return ()
     return tuple(deliberate)
 
 
-def build_nccl_env(interfaces, rdma_devices, ib_disable=None, debug='WARN', extra=None, deliberate=()):
+def check_nccl_settings(extra, deliberate, debug, ib_disable, interfaces, rdma_devices=None):
+    """Every problem (errors and warnings) of the four NCCL settings of the nccl_env role, together.
+
+    ``extra``, ``deliberate``, ``debug``, ``ib_disable``: ``nccl_env_extra``, ``nccl_env_deliberate``,
+    ``nccl_env_debug`` and ``nccl_env_ib_disable``; None for any of them stands for the role's default, which is
+    valid. ``interfaces``: the CX7 twins the extras may name (their own problems are check_interfaces()'s; when the
+    list is not valid the extras are checked without it). ``rdma_devices``: the RDMA devices found behind the twins
+    (names, or dicts with ``name`` and ``netdev``), or None when no node has been probed yet, in which case the checks
+    that need them wait for the second call.
+    """
+    iface_ok = not check_interfaces(interfaces)
+    interfaces = list(interfaces) if iface_ok else None
+    rdma = None if rdma_devices is None else rdma_device_names(rdma_devices, interfaces)
+    problems = []
+    if ib_disable is not None and not isinstance(ib_disable, bool):
+        problems.append(problem('nccl-ib-disable-value', VAR_IB_DISABLE, 'must be true, false or null (auto), got %r'
+                                % (ib_disable,),
+                                'write %s: null to pick it from the RDMA devices found' % VAR_IB_DISABLE))
+    elif rdma is not None and ib_disable is False and not rdma:
+        problems.append(problem('nccl-ib-disable-no-rdma', VAR_IB_DISABLE, 'is false, but no RDMA device was found '
+                                'behind %s (%s): NCCL would fall back to sockets' % (VAR_INTERFACES, ', '.join(
+                                    interfaces or [])), 'check the RDMA driver (ibdev2netdev, /sys/class/infiniband), '
+                                'or set %s to null' % VAR_IB_DISABLE))
+    elif rdma and ib_disable is True:
+        problems.append(_ib_disabled_warning(VAR_IB_DISABLE, '%s is true' % VAR_IB_DISABLE, rdma))
+    if debug is not None and (not isinstance(debug, str) or debug.upper() not in NCCL_DEBUG_LEVELS):
+        problems.append(problem('nccl-debug-level', VAR_DEBUG, 'must be one of %s, got %r'
+                                % (', '.join(NCCL_DEBUG_LEVELS), debug), 'write e.g. %s: WARN' % VAR_DEBUG))
+    problems.extend(_validate({} if extra is None else extra, deliberate, interfaces, rdma))
+    return problems
+
+
+def build_nccl_env(interfaces, rdma_devices, ib_disable=None, debug=DEFAULT_DEBUG, extra=None, deliberate=()):
     """The NCCL environment for one node, as an ordered dict of strings.
 
     ``interfaces``: the CX7 twins (``spark_cx7_interfaces``); ``rdma_devices``: the RDMA devices that
-    ``connectx_info`` found behind them (names, or dicts with ``name`` and ``netdev``); ``ib_disable``:
-    None picks 1 when there is no RDMA device and 0 otherwise; ``extra``: the user's variables, which
-    override the computed ones after the same checks. Raises NcclEnvError with every problem.
+    ``connectx_info`` found behind them (names, or dicts with ``name`` and ``netdev``; None for none); ``ib_disable``:
+    None picks 1 when there is no RDMA device and 0 otherwise; ``debug``: None for the role's default (WARN);
+    ``extra``: the user's variables, which override the computed ones after the checks of check_nccl_settings().
+    Raises NcclEnvError with every error.
     """
     problems = check_interfaces(interfaces)
     if problems:
         raise NcclEnvError(problems)
     interfaces = list(interfaces)
     rdma = rdma_device_names(rdma_devices, interfaces)
-    if ib_disable is None:
-        ib_off = not rdma
-    elif isinstance(ib_disable, bool):
-        ib_off = ib_disable
-    else:
-        problems.append('%s must be true, false or null (auto); got %r' % (VAR_IB_DISABLE, ib_disable))
-        ib_off = not rdma
-    if ib_disable is False and not rdma:
-        problems.append('%s is false, but no RDMA device was found behind %s (%s): NCCL would fall back to sockets. '
-                        'Fix: check the RDMA driver (ibdev2netdev, /sys/class/infiniband), or set %s to null'
-                        % (VAR_IB_DISABLE, VAR_INTERFACES, ', '.join(interfaces), VAR_IB_DISABLE))
-    if not isinstance(debug, str) or debug.upper() not in NCCL_DEBUG_LEVELS:
-        problems.append('%s must be one of %s; got %r' % (VAR_DEBUG, ', '.join(NCCL_DEBUG_LEVELS), debug))
+    problems = errors(check_nccl_settings(extra, deliberate, debug, ib_disable, interfaces, rdma))
+    if problems:
+        raise NcclEnvError(problems)
+    ib_off = not rdma if ib_disable is None else ib_disable
+    debug = DEFAULT_DEBUG if debug is None else debug
 
     env = {}
     env['NCCL_SOCKET_IFNAME'] = '=' + ','.join(interfaces)
@@ -385,13 +474,9 @@ def build_nccl_env(interfaces, rdma_devices, ib_disable=None, debug='WARN', extr
         env['UCX_NET_DEVICES'] = ','.join('%s:1' % dev for dev in rdma)
     else:
         env['UCX_NET_DEVICES'] = ','.join(interfaces)
-    if isinstance(debug, str):
-        env['NCCL_DEBUG'] = debug.upper()
+    env['NCCL_DEBUG'] = debug.upper()
 
     extra = {} if extra is None else extra
-    problems.extend(validate_nccl_env(extra, deliberate, interfaces, rdma))
-    if problems:
-        raise NcclEnvError(problems)
     for name in extra:
         if name in env:
             env[name] = render_value(extra[name])
@@ -412,16 +497,11 @@ def render_env_file(mapping, header=HEADER):
     problems = []
     lines = []
     for name, raw in mapping.items():
-        if not isinstance(name, str) or not _NAME.match(name):
-            problems.append('%r is not a valid environment variable name' % (name,))
-            continue
-        try:
-            value = render_value(raw)
-        except TypeError as exc:
-            problems.append('%s: %s' % (name, exc))
-            continue
-        if any(c in '\n\r\0' or (ord(c) < 32 and c != '\t') or ord(c) == 127 for c in value):
-            problems.append('%s: the value contains a line break or control character' % name)
+        bad = _name_syntax_problem(name)
+        if bad is None:
+            value, bad = _entry_problem(name, raw)
+        if bad:
+            problems.append(bad)
             continue
         lines.append('%s=%s\n' % (name, quote_value(value)))
     if problems:

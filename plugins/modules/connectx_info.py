@@ -11,14 +11,15 @@ short_description: Report the state of ConnectX (CX7) RoCE links and their RDMA 
 version_added: 0.1.0
 description:
   - Reads the network interfaces of a ConnectX link from sysfs and their addresses from C(ip -j addr show),
-    finds the RDMA device behind each interface, and reports what is wrong in plain sentences.
+    finds the RDMA device behind each interface, and reports what is wrong as problems, each with a stable code
+    and a sentence.
   - On a DGX Spark every QSFP port shows up as two netdevs ("twins"), one per PCIe x4 half, for example
     C(enp1s0f1np1) and C(enP2p1s0f1np1), with RDMA devices C(rocep1s0f1) and C(roceP2p1s0f1).
     NCCL needs both RDMA devices in C(NCCL_IB_HCA) to reach full bandwidth; O(include_twins) adds the twin of
     each requested interface.
   - Read-only. A missing, down or degraded link is reported in RV(problems) and RV(healthy), never raised;
     the module fails only on invalid options. The caller decides what to do, for example with
-    M(ansible.builtin.assert).
+    M(ansible.builtin.assert); code that reacts to a problem tests its RV(problems[].code), never its wording.
   - Uses the standard library and C(ip) (iproute2) only; C(ethtool), C(ibdev2netdev) and rdma-core are not needed.
 author:
   - dgxspark.sglang contributors (@dgxspark)
@@ -33,9 +34,10 @@ options:
     description:
       - Names of the network interfaces to inspect, in order.
       - Each name has 1 to 15 characters from letters, digits, V(_), V(.), V(:) and V(-).
+      - The default is the twins of the port NVIDIA's "connect two Sparks" guide cables.
     type: list
     elements: str
-    default: [enp1s0f1np1]
+    default: [enp1s0f1np1, enP2p1s0f1np1]
   include_twins:
     description:
       - Also inspect the twin of each interface, derived from its name by rule
@@ -64,7 +66,8 @@ options:
     default: /sys
 notes:
   - O(sysfs_root) must contain C(class/net); otherwise the module fails.
-  - When C(ip) is not installed the addresses are reported as V(null) and RV(problems) says so.
+  - When C(ip) is not installed the addresses are reported as V(null) and RV(problems) says so
+    (code V(cx7-addresses-unreadable)).
 """
 
 EXAMPLES = r"""
@@ -77,7 +80,12 @@ EXAMPLES = r"""
 - name: Stop when the link is not fit for NCCL
   ansible.builtin.assert:
     that: cx7_link.healthy
-    fail_msg: "{{ cx7_link.problems | join('; ') }}"
+    fail_msg: "{{ cx7_link.problems | map(attribute='message') | join(' ') }}"
+
+- name: Stop only on a degraded or down link (problems are told apart by their code)
+  ansible.builtin.assert:
+    that: cx7_link.problems | map(attribute='code') | intersect(['cx7-link-down', 'cx7-speed-degraded']) | length == 0
+    fail_msg: "{{ cx7_link.problems | map(attribute='message') | join(' ') }}"
 
 - name: Pin NCCL to exactly the RDMA devices found
   ansible.builtin.set_fact:
@@ -179,11 +187,58 @@ interfaces:
       type: int
       sample: 3
     problems:
-      description: What is wrong with this interface, one sentence each, with a hint at the fix.
+      description: What is wrong with this interface, as problems with a code (the keys are those of RV(problems)).
       returned: always
       type: list
-      elements: str
-      sample: ["enp1s0f1np1: speed 13000 Mb/s is below the expected 200000 Mb/s (degraded link; reseat the cable or check the peer)"]
+      elements: dict
+      contains:
+        code:
+          description:
+            - Stable identifier of the problem; test this, never the wording.
+            - V(cx7-interface-missing), V(cx7-link-down), V(cx7-link-not-up), V(cx7-speed-unknown),
+              V(cx7-speed-degraded), V(cx7-mtu-mismatch), V(cx7-no-rdma-device), V(cx7-rdma-port-down),
+              V(cx7-no-ipv4), V(cx7-no-roce-gid), V(cx7-shared-subnet) or V(cx7-addresses-unreadable).
+          returned: always
+          type: str
+          sample: cx7-speed-degraded
+        variable:
+          description:
+            - The setting to look at, one of V(spark_cx7_interfaces), V(spark_cx7_expected_speed_mbps),
+              V(cx7_network_mtu), V(spark_cx7_addresses), V(spark_cx7_subnets), or V(iproute2).
+          returned: always
+          type: str
+          sample: spark_cx7_expected_speed_mbps
+        where:
+          description: Always V(null) here; the node does not know its inventory name, the caller adds it.
+          returned: always
+          type: str
+        hosts:
+          description: Always empty here; the node does not know its inventory name.
+          returned: always
+          type: list
+          elements: str
+        severity:
+          description: Always V(error) here (the link is not healthy).
+          returned: always
+          type: str
+          sample: error
+        what:
+          description: What is wrong, naming the interface.
+          returned: always
+          type: str
+          sample: "enp1s0f1np1 runs at 13000 Mb/s, below the expected 200000 Mb/s (degraded link)"
+        fix:
+          description: What to do about it.
+          returned: always
+          type: str
+          sample: "reseat the cable or check the peer"
+        message:
+          description: The whole sentence a user reads, variable, what and fix together.
+          returned: always
+          type: str
+          sample: >-
+            spark_cx7_expected_speed_mbps: enp1s0f1np1 runs at 13000 Mb/s, below the expected 200000 Mb/s
+            (degraded link). Fix: reseat the cable or check the peer.
 rdma_devices:
   description: RDMA devices behind the inspected interfaces, in interface order, without duplicates; ready for C(NCCL_IB_HCA).
   returned: always
@@ -196,11 +251,61 @@ healthy:
   type: bool
   sample: true
 problems:
-  description: A failure to read addresses first, then each interface's own problems in order, then those between interfaces (twins on one subnet).
+  description:
+    - A failure to read addresses first, then each interface's own problems in order, then those between interfaces
+      (twins on one subnet).
+    - Each is a dict; list the codes with C(map(attribute='code')), the sentences with C(map(attribute='message')).
   returned: always
   type: list
-  elements: str
-  sample: ["enp1s0f1np1 and enP2p1s0f1np1 share subnet 192.168.100.0/24; give each twin its own subnet"]
+  elements: dict
+  contains:
+    code:
+      description:
+        - Stable identifier of the problem; test this, never the wording.
+        - V(cx7-interface-missing), V(cx7-link-down), V(cx7-link-not-up), V(cx7-speed-unknown), V(cx7-speed-degraded),
+          V(cx7-mtu-mismatch), V(cx7-no-rdma-device), V(cx7-rdma-port-down), V(cx7-no-ipv4), V(cx7-no-roce-gid),
+          V(cx7-shared-subnet) or V(cx7-addresses-unreadable).
+      returned: always
+      type: str
+      sample: cx7-shared-subnet
+    variable:
+      description:
+        - The setting to look at, one of V(spark_cx7_interfaces), V(spark_cx7_expected_speed_mbps), V(cx7_network_mtu),
+          V(spark_cx7_addresses), V(spark_cx7_subnets), or V(iproute2).
+      returned: always
+      type: str
+      sample: spark_cx7_subnets
+    where:
+      description: Always V(null) here; the node does not know its inventory name, the caller adds it.
+      returned: always
+      type: str
+    hosts:
+      description: Always empty here; the node does not know its inventory name.
+      returned: always
+      type: list
+      elements: str
+    severity:
+      description: Always V(error) here (the link is not healthy).
+      returned: always
+      type: str
+      sample: error
+    what:
+      description: What is wrong, naming the interface.
+      returned: always
+      type: str
+      sample: "enp1s0f1np1 and enP2p1s0f1np1 share subnet 192.168.100.0/24"
+    fix:
+      description: What to do about it.
+      returned: always
+      type: str
+      sample: "give each twin its own subnet"
+    message:
+      description: The whole sentence a user reads, variable, what and fix together.
+      returned: always
+      type: str
+      sample: >-
+        spark_cx7_subnets: enp1s0f1np1 and enP2p1s0f1np1 share subnet 192.168.100.0/24.
+        Fix: give each twin its own subnet.
 """
 
 import os
@@ -208,34 +313,35 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.dgxspark.sglang.plugins.module_utils._connectx import (
-    DEFAULT_INTERFACES,
-    DEFAULT_SPEED_MBPS,
     check_options,
     connectx_report,
     parse_ip_addr_json,
+    unreadable_addresses,
 )
+from ansible_collections.dgxspark.sglang.plugins.module_utils._cx7 import DEFAULT_SPEED_MBPS, DEFAULT_TWINS
 
 
 def read_addresses(module):
     """(addresses, problem) from `ip -j addr show`; addresses is None when they could not be read."""
     ip_bin = module.get_bin_path('ip')
     if not ip_bin:
-        return None, 'cannot read addresses: ip (iproute2) not found; install iproute2'
+        return None, unreadable_addresses('ip (iproute2) not found', 'install iproute2')
     cmd = [ip_bin, '-j', 'addr', 'show']
     rc, out, err = module.run_command(cmd, environ_update={'LC_ALL': 'C', 'LANG': 'C'})
     if rc != 0:
-        return None, 'cannot read addresses: `%s` failed (rc %d): %s' % (
-            ' '.join(cmd), rc, err.strip() or out.strip() or 'no output')
+        return None, unreadable_addresses('`%s` failed (rc %d): %s'
+                                          % (' '.join(cmd), rc, err.strip() or out.strip() or 'no output'))
     try:
         return parse_ip_addr_json(out), None
     except ValueError as exc:
-        return None, 'cannot read addresses: `%s` did not print JSON (%s); iproute2 too old for -j?' % (' '.join(cmd), exc)
+        return None, unreadable_addresses('`%s` did not print JSON (%s)' % (' '.join(cmd), exc),
+                                          'install a newer iproute2 (one whose ip knows -j)')
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            interfaces=dict(type='list', elements='str', default=list(DEFAULT_INTERFACES)),
+            interfaces=dict(type='list', elements='str', default=list(DEFAULT_TWINS)),
             include_twins=dict(type='bool', default=True),
             expected_speed_mbps=dict(type='int', default=DEFAULT_SPEED_MBPS),
             expected_mtu=dict(type='int'),

@@ -5,14 +5,19 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 
 import pytest
 
 from ansible_collections.dgxspark.sglang.plugins.module_utils import _connectx as cx
+from ansible_collections.dgxspark.sglang.plugins.module_utils import _cx7
+from ansible_collections.dgxspark.sglang.plugins.module_utils._problems import codes
 from ansible_collections.dgxspark.sglang.tests.unit import sysfs
 
 A, B = 'enp1s0f1np1', 'enP2p1s0f1np1'
+PROBLEM_KEYS = {'code', 'variable', 'where', 'hosts', 'severity', 'what', 'fix', 'message'}
 
 
 def ip_json(*links):
@@ -33,12 +38,34 @@ HEALTHY_IP = ip_json(
     ('enP2p1s0f0np0', 'enp1s0f0np0', 'roceP2p1s0f0'),
     ('enP7s7', None, None),             # the 10 GbE management port: no twin, no RDMA name
     ('enP3p1s0f1np1', None, 'roceP3p1s0f1'),  # only domain 2 is the other half
-    ('enp1s0f0', None, 'rocep1s0f0'),  # a NIC name without a port suffix has no twin
+    ('enp1s0f0', None, None),  # a NIC name without a port suffix is not a CX7 netdev: no twin, no RDMA name
     ('eth0', None, None),
 ])
 def test_names(name, twin, rdma):
     assert cx.twin_name(name) == twin
     assert cx.expected_rdma_name(name) == rdma
+
+
+def test_naming_rules_come_from_cx7():
+    """One home for each naming rule: _connectx applies _cx7's, it keeps no regex or constant of its own."""
+    assert cx.twin_name is _cx7.twin_name and cx.expected_rdma_name is _cx7.expected_rdma_name
+    for name in ('IFNAME_RE', '_PCI_NAME_RE', '_TWIN_DOMAIN', 'DEFAULT_INTERFACES'):
+        assert not hasattr(cx, name), name
+    assert (cx.DEFAULT_SPEED_MBPS, cx.MTU_MIN, cx.MTU_MAX) == (_cx7.DEFAULT_SPEED_MBPS, _cx7.MTU_MIN, _cx7.MTU_MAX)
+    patterns = compiled_patterns(cx)
+    assert patterns, 'expected at least the PCI address pattern'
+    for pattern in patterns:
+        assert not any(part in pattern for part in ('A-Za-z0-9_.:-', 'np', '{1,15}', '(?:P')), pattern
+
+
+def compiled_patterns(module):
+    """The literal patterns a module passes to re.compile."""
+    found = []
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.Call) and getattr(node.func, 'attr', None) == 'compile' and node.args \
+                and isinstance(node.args[0], ast.Constant):
+            found.append(node.args[0].value)
+    return found
 
 
 @pytest.mark.parametrize('interfaces, include_twins, expected', [
@@ -132,15 +159,18 @@ def test_read_netdev_virtio_under_pci_function(tmp_path):
         'virtio_net', '0000:00:03.0', None, 1400)
 
 
-@pytest.mark.parametrize('operstate, sentence', [
-    ('down', 'enp1s0f1np1: link is down (operstate down); check the cable and `ip link set enp1s0f1np1 up`'),
-    ('lowerlayerdown', 'enp1s0f1np1: link is down (operstate lowerlayerdown); check the cable and '
-                       '`ip link set enp1s0f1np1 up`'),
-    ('unknown', 'enp1s0f1np1: link is not up (operstate unknown); check the cable and `ip link set enp1s0f1np1 up`'),
+@pytest.mark.parametrize('operstate, code', [
+    ('down', 'cx7-link-down'),
+    ('lowerlayerdown', 'cx7-link-down'),
+    ('unknown', 'cx7-link-not-up'),
 ])
-def test_report_operstates(tmp_path, operstate, sentence):
+def test_report_operstates(tmp_path, operstate, code):
     result = report(tmp_path, sysfs.spark_pair(netdevs={A: {'operstate': operstate}}))
-    assert result['problems'] == [sentence]  # no speed complaint about a link that is not up
+    assert codes(result['problems']) == [code]  # no speed complaint about a link that is not up
+    [item] = result['problems']
+    assert item['variable'] == 'spark_cx7_interfaces'
+    assert A in item['what'] and operstate in item['what']
+    assert 'ip link set %s up' % A in item['fix']
 
 
 def test_find_rdma_devices_reads_device_net(tmp_path):
@@ -191,84 +221,101 @@ SAME_SUBNET_IP = ip_json(
 TWIN_NO_IPV4_IP = ip_json(sysfs.ip_link(2, B), sysfs.ip_link(3, A, ipv4=['192.168.100.11/24']))
 
 
+SPEED, MTU, IFACES, ADDRS, SUBNETS = (
+    'spark_cx7_expected_speed_mbps', 'cx7_network_mtu', 'spark_cx7_interfaces', 'spark_cx7_addresses', 'spark_cx7_subnets')
+
+
+# Each expected problem is (code, variable, the interface its `what` names).
 @pytest.mark.parametrize('spec, kwargs, problems', [
     pytest.param(
         sysfs.spark_pair(netdevs={A: {'speed': 13000}}), {},
-        ['enp1s0f1np1: speed 13000 Mb/s is below the expected 200000 Mb/s (degraded link; reseat the cable '
-         'or check the peer)'],
+        [('cx7-speed-degraded', SPEED, A)],
         id='degraded_13g'),
     pytest.param(
         sysfs.spark_pair(netdevs={B: {'operstate': 'down', 'speed': sysfs.UNREADABLE}},
                          rdma={B: {'state': '1: DOWN', 'phys_state': '3: Disabled'}}), {},
-        ['enP2p1s0f1np1: link is down (operstate down); check the cable and `ip link set enP2p1s0f1np1 up`',
-         'enP2p1s0f1np1: RDMA port roceP2p1s0f1/1 is DOWN, expected ACTIVE'],
+        [('cx7-link-down', IFACES, B), ('cx7-rdma-port-down', IFACES, B)],
         id='twin_down'),
     pytest.param(
         sysfs.spark_pair(netdevs={A: {'mtu': 1500}}), {'expected_mtu': 9000},
-        ['enp1s0f1np1: MTU 1500, expected 9000; set the same MTU on both nodes (netplan `mtu: 9000`)'],
+        [('cx7-mtu-mismatch', MTU, A)],
         id='mtu_mismatch'),
     pytest.param(
         sysfs.spark_pair(netdevs={A: {'mtu': 1500}}), {},
         [], id='mtu_not_checked_by_default'),
     pytest.param(
         sysfs.spark_pair(rdma={A: None, B: None}), {},
-        ['enp1s0f1np1: no RDMA device (expected rocep1s0f1; is mlx5_ib loaded?)',
-         'enP2p1s0f1np1: no RDMA device (expected roceP2p1s0f1; is mlx5_ib loaded?)'],
+        [('cx7-no-rdma-device', IFACES, A), ('cx7-no-rdma-device', IFACES, B)],
         id='no_mlx5_ib'),
     pytest.param(
         sysfs.spark_pair(rdma={B: {'gids': sysfs.roce_gids(sysfs.MAC[B], ['192.168.100.12'])}}),
         {'ip': SAME_SUBNET_IP},
-        ['enp1s0f1np1 and enP2p1s0f1np1 share subnet 192.168.100.0/24; give each twin its own subnet'],
+        [('cx7-shared-subnet', SUBNETS, A)],
         id='twins_one_subnet'),
     pytest.param(
         sysfs.spark_pair(rdma={B: {'gids': sysfs.roce_gids(sysfs.MAC[B])}}), {'ip': TWIN_NO_IPV4_IP},
-        ['enP2p1s0f1np1: no IPv4 address; give it one in its own subnet (e.g. in /etc/netplan/40-cx7.yaml)'],
+        [('cx7-no-ipv4', ADDRS, B)],
         id='twin_without_ipv4'),
     pytest.param(
         sysfs.spark_pair(rdma={B: {'gids': sysfs.roce_gids(sysfs.MAC[B])}}), {},
-        ['enP2p1s0f1np1: no RoCE v2 GID on roceP2p1s0f1 matches 192.168.101.11/24; check `rdma link` and the address'],
+        [('cx7-no-roce-gid', IFACES, B)],
         id='address_without_roce_gid'),
     pytest.param(
         sysfs.veth_pair(), {},
-        ['enp1s0f1np1: speed 10000 Mb/s is below the expected 200000 Mb/s (degraded link; reseat the cable '
-         'or check the peer)',
-         'enp1s0f1np1: no RDMA device (expected rocep1s0f1; is mlx5_ib loaded?)',
-         'enP2p1s0f1np1: speed 10000 Mb/s is below the expected 200000 Mb/s (degraded link; reseat the cable '
-         'or check the peer)',
-         'enP2p1s0f1np1: no RDMA device (expected roceP2p1s0f1; is mlx5_ib loaded?)'],
+        [('cx7-speed-degraded', SPEED, A), ('cx7-no-rdma-device', IFACES, A),
+         ('cx7-speed-degraded', SPEED, B), ('cx7-no-rdma-device', IFACES, B)],
         id='lab_veths'),
     pytest.param(
         sysfs.veth_pair(), {'expected_speed_mbps': 0},
-        ['enp1s0f1np1: no RDMA device (expected rocep1s0f1; is mlx5_ib loaded?)',
-         'enP2p1s0f1np1: no RDMA device (expected roceP2p1s0f1; is mlx5_ib loaded?)'],
+        [('cx7-no-rdma-device', IFACES, A), ('cx7-no-rdma-device', IFACES, B)],
         id='lab_veths_speed_check_off'),
     pytest.param(
         sysfs.spark_pair(netdevs={A: {'speed': -1}}), {},
-        ['enp1s0f1np1: link speed is not reported, expected 200000 Mb/s; check `ethtool enp1s0f1np1`'],
+        [('cx7-speed-unknown', SPEED, A)],
         id='up_without_speed'),
     pytest.param(
         sysfs.spark_pair(), {'interfaces': ['enp1s0f0np0']},
-        ['enp1s0f0np0: interface not found; check the name with `ip -br link`',
-         'enP2p1s0f0np0: interface not found; check the name with `ip -br link`'],
+        [('cx7-interface-missing', IFACES, 'enp1s0f0np0'), ('cx7-interface-missing', IFACES, 'enP2p1s0f0np0')],
         id='other_port_not_there'),
     pytest.param(
         {'netdevs': {A: sysfs.spark_netdev(A)}, 'rdma': {'rocep1s0f1': sysfs.spark_rdma(A)}}, {},
-        ['enP2p1s0f1np1: interface not found; check the name with `ip -br link`'],
+        [('cx7-interface-missing', IFACES, B)],
         id='twin_missing'),
     pytest.param(
         {'netdevs': {A: sysfs.spark_netdev(A)}, 'rdma': {'rocep1s0f1': sysfs.spark_rdma(A)}}, {'include_twins': False},
         [], id='twin_missing_not_asked'),
     pytest.param(
-        sysfs.spark_pair(), {'ip': None, 'address_problem': 'cannot read addresses: ip (iproute2) not found'},
-        ['cannot read addresses: ip (iproute2) not found'],
+        sysfs.spark_pair(), {'ip': None, 'address_problem': cx.unreadable_addresses('ip (iproute2) not found')},
+        [('cx7-addresses-unreadable', 'iproute2', None)],
         id='no_ip_binary'),
+    pytest.param(
+        sysfs.spark_pair(), {'ip': None, 'address_problem': 'ip (iproute2) not found'},
+        [('cx7-addresses-unreadable', 'iproute2', None)],
+        id='address_problem_as_a_sentence'),
 ])
 def test_report_problems(tmp_path, spec, kwargs, problems):
     result = report(tmp_path, spec, **kwargs)
-    assert result['problems'] == problems
+    assert [(p['code'], p['variable']) for p in result['problems']] == [(code, var) for code, var, _ifname in problems]
+    for item, (_code, _var, ifname) in zip(result['problems'], problems):
+        assert set(item) == PROBLEM_KEYS
+        assert (item['where'], item['hosts'], item['severity']) == (None, [], 'error')  # the caller places it
+        assert item['what'] and item['fix'] and item['message'].startswith(item['variable'] + ': ')
+        if ifname:
+            assert ifname in item['what'], item
     assert result['healthy'] is (not problems)
     per_interface = [p for info in result['interfaces'] for p in info['problems']]
     assert all(p in result['problems'] for p in per_interface)
+
+
+def test_report_degraded_speed_names_both_speeds(tmp_path):
+    [item] = report(tmp_path, sysfs.spark_pair(netdevs={A: {'speed': 13000}}))['problems']
+    assert '13000' in item['what'] and '200000' in item['what']
+
+
+def test_report_missing_rdma_device_names_the_expected_one(tmp_path):
+    result = report(tmp_path, sysfs.spark_pair(rdma={A: None, B: None}))
+    first, second = result['problems']
+    assert 'rocep1s0f1' in first['what'] and 'roceP2p1s0f1' in second['what']
 
 
 def test_report_twin_down_keeps_rdma_devices_and_states(tmp_path):
@@ -283,8 +330,11 @@ def test_report_twin_down_keeps_rdma_devices_and_states(tmp_path):
 def test_report_shared_subnet_lands_on_both_twins(tmp_path):
     spec = sysfs.spark_pair(rdma={B: {'gids': sysfs.roce_gids(sysfs.MAC[B], ['192.168.100.12'])}})
     first, second = report(tmp_path, spec, ip=SAME_SUBNET_IP)['interfaces']
-    assert first['problems'] == second['problems'] == [
-        'enp1s0f1np1 and enP2p1s0f1np1 share subnet 192.168.100.0/24; give each twin its own subnet']
+    assert first['problems'] == second['problems']
+    assert codes(first['problems']) == ['cx7-shared-subnet']
+    [item] = first['problems']
+    assert A in item['what'] and B in item['what'] and '192.168.100.0/24' in item['what']
+    assert 'twin' in item['fix']  # the two are twins, so the fix speaks of twins
     assert second['roce_v2_gid_index'] == 3
 
 
@@ -293,6 +343,12 @@ def test_report_without_addresses(tmp_path):
     info = result['interfaces'][0]
     assert (info['ipv4'], info['ipv6'], info['roce_v2_gid_index']) == (None, None, None)
     assert result['healthy'] is True  # nothing said about addresses when none were read and no problem given
+
+
+def test_report_problems_survive_json(tmp_path):
+    """Problems travel through Ansible facts: plain dicts, equal after a JSON round trip."""
+    result = report(tmp_path, sysfs.veth_pair())
+    assert json.loads(json.dumps(result['problems'])) == result['problems']
 
 
 def test_report_rdma_devices_in_interface_order_deduplicated(tmp_path):
