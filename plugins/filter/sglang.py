@@ -4,9 +4,10 @@
 
 """SGLang launch_server flags: validation against SGLang's real parser, and the argv of one node.
 
-Thin wrappers over ``plugins/module_utils/_sglang.py`` (all the knowledge lives there): problems become
-one AnsibleFilterError that lists them all; deprecated-but-working flags become warnings. The docs of
-each filter live beside this file in ``<filter>.yml`` (``ansible-doc -t filter dgxspark.sglang.<filter>``).
+Thin wrappers over ``plugins/module_utils/_sglang.py`` (all the knowledge lives there): problems (dicts of
+``_problems.problem``, each with a stable code) become one AnsibleFilterError that lists them all; deprecated but
+working flags become warnings. The docs of each filter live beside this file in ``<filter>.yml``
+(``ansible-doc -t filter dgxspark.sglang.<filter>``).
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ from ansible_collections.dgxspark.sglang.plugins.module_utils._sglang import (
 display = Display()
 
 
-def _warn(args):
-    for message in server_args_warnings(args):
-        display.warning(message)
+def _warn(name, args):
+    for item in server_args_warnings(args):
+        display.warning('dgxspark.sglang.%s [%s]: %s' % (name, item['code'], item['message']))
 
 
 def sglang_args_problems(args):
-    """Every problem with a sglang_server_args dict (empty list: valid)."""
+    """Every problem with a sglang_server_args dict, errors and warnings, as problem dicts (empty list: valid)."""
     return validate_server_args(args)
 
 
@@ -40,7 +41,7 @@ def sglang_args(args):
         argv = build_argv(args)
     except ValueError as exc:
         raise AnsibleFilterError(str(exc)) from None
-    _warn(args)
+    _warn('sglang_args', args)
     return argv
 
 
@@ -52,7 +53,7 @@ def sglang_launch_argv(model, nnodes=1, node_rank=0, dist_init_addr=None, tp_siz
                            host=host, port=port, extra=extra, config_file=config_file)
     except ValueError as exc:
         raise AnsibleFilterError(str(exc)) from None
-    _warn(extra)
+    _warn('sglang_launch_argv', extra)
     return argv
 
 

@@ -1,4 +1,7 @@
-"""SGLang flag filters (plugins/filter/sglang.py): argv for valid extras, one error listing every problem."""
+"""SGLang flag filters (plugins/filter/sglang.py): argv for valid extras, one error listing every problem.
+
+Problems are compared by code; the error's text is checked to carry each problem's message, whatever its wording.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.dgxspark.sglang.plugins.filter import sglang
 from ansible_collections.dgxspark.sglang.plugins.filter.sglang import FilterModule
+from ansible_collections.dgxspark.sglang.plugins.module_utils._problems import codes
+from ansible_collections.dgxspark.sglang.plugins.module_utils._sglang import validate_server_args
 
 FILTERS = FilterModule().filters()
 HERE = pathlib.Path(sglang.__file__).resolve().parent
@@ -31,25 +36,34 @@ def test_sglang_args_returns_the_argv():
 
 
 def test_sglang_args_fails_naming_the_variable_and_every_problem():
+    args = {'schedule-heuristic': 'lpm', 'max-num-reqs': 64, 'kv-cache-dtype': 'fp8', 'node-rank': 1}
+    problems = validate_server_args(args)
+    assert codes(problems) == ['sglang-renamed-flag', 'sglang-renamed-flag', 'sglang-bad-choice', 'sglang-owned-flag']
     with pytest.raises(AnsibleFilterError) as err:
-        FILTERS['sglang_args']({'schedule-heuristic': 'lpm', 'max-num-reqs': 64, 'kv-cache-dtype': 'fp8',
-                                'node-rank': 1})
+        FILTERS['sglang_args'](args)
     text = str(err.value)
-    assert text.startswith('sglang_server_args has 4 problems (checked against SGLang 0.5.23)')
-    for needle in ('--schedule-policy', '--max-queued-requests', 'fp8_e4m3 or fp8_e5m2', "'node-rank'"):
-        assert needle in text
+    assert text.startswith('sglang_server_args (checked against SGLang 0.5.23) has 4 problems:')
+    for number, item in enumerate(problems, 1):
+        assert '  %d. %s' % (number, item['message']) in text
+    for key in args:
+        assert "sglang_server_args['%s']" % key in text
 
 
 def test_sglang_args_problems_lists_instead_of_failing():
     assert FILTERS['sglang_args_problems']({'mem-fraction-static': 0.75}) == []
-    assert len(FILTERS['sglang_args_problems']({'mem-fraction-statc': 0.75, 'enable-metrics': 1})) == 2
+    found = FILTERS['sglang_args_problems']({'mem-fraction-statc': 0.75, 'enable-metrics': 1, 'disable-cuda-graph': True})
+    assert codes(found) == ['sglang-unknown-flag', 'sglang-switch-with-value', 'sglang-deprecated-flag']
+    assert [p['severity'] for p in found] == ['error', 'error', 'warning']
 
 
 def test_deprecated_flag_warns(monkeypatch):
     seen = []
     monkeypatch.setattr(sglang.display, 'warning', seen.append)
     assert FILTERS['sglang_args']({'enable-dp-attention': True}) == ['--enable-dp-attention']
-    assert len(seen) == 1 and '--attn-dp-size' in seen[0]
+    assert len(seen) == 1 and seen[0].startswith('dgxspark.sglang.sglang_args [sglang-deprecated-flag]: ')
+    assert '--attn-dp-size' in seen[0]
+    FILTERS['sglang_launch_argv']('m', extra={'enable-dp-attention': True})
+    assert len(seen) == 2 and seen[1].startswith('dgxspark.sglang.sglang_launch_argv [sglang-deprecated-flag]: ')
 
 
 def test_sglang_launch_argv():
@@ -59,5 +73,13 @@ def test_sglang_launch_argv():
     assert argv[:10] == ['--model-path', 'Qwen/Qwen2.5-72B-Instruct', '--tp-size', '2', '--nnodes', '2',
                          '--node-rank', '0', '--dist-init-addr', '192.168.100.11:20000']
     assert argv[-1] == '--enable-metrics'
-    with pytest.raises(AnsibleFilterError, match='--dist-init-addr must be'):
+    with pytest.raises(AnsibleFilterError) as err:
         FILTERS['sglang_launch_argv']('m', nnodes=2, node_rank=1, tp_size=2)
+    text = str(err.value)
+    assert text.startswith('The SGLang launch command (checked against SGLang 0.5.23) has 1 problem:')
+    assert '  1. --dist-init-addr: ' in text
+    item, = validate_server_args({'mem-fraction-static': 85})
+    assert item['code'] == 'sglang-out-of-range'
+    with pytest.raises(AnsibleFilterError) as err:
+        FILTERS['sglang_launch_argv']('m', extra={'mem-fraction-static': 85})
+    assert '  1. %s' % item['message'] in str(err.value)
