@@ -92,20 +92,24 @@ _TABLE_ROW2 = re.compile(
 _TABLE_ROW3 = re.compile(r"^\|\s*\|[^|]*\|\s*(?P<mig>\S[^|]*?)\s*\|\s*$")
 _TABLE_MEMORY = re.compile(r"^\s*(?P<used>\d+)\s*MiB\s*/\s*(?P<total>\d+)\s*MiB\s*$")
 
+# Known failures: (text nvidia-smi prints, driver state for the cluster plan, message with the fix).
 _FAILURES = (
     (
         "Driver/library version mismatch",
+        "mismatch",
         "NVML driver/library version mismatch: the driver was upgraded without a reboot; reboot the host "
         "(the loaded kernel module is older than the installed NVML library)",
     ),
     (
         "couldn't communicate with the NVIDIA driver",
+        "not-loaded",
         "nvidia-smi could not communicate with the NVIDIA driver: the kernel module is not loaded. "
         "Check `lsmod | grep nvidia` and `dmesg`; if the driver was just installed, reboot, otherwise reinstall it "
         "for the running kernel (DKMS, Secure Boot signing)",
     ),
     (
         "No devices were found",
+        "no-gpu",
         "no GPU found: nvidia-smi reports 'No devices were found'. Check that the GPU is visible on the bus "
         "(lspci) and supported by the installed driver",
     ),
@@ -126,10 +130,19 @@ def table_argv(binary):
     return [binary]
 
 
+def failure_state(rc, stdout, stderr):
+    """The driver state a failed nvidia-smi call shows (mismatch, not-loaded, no-gpu, error), or None if it did not fail."""
+    text = "%s\n%s" % (stdout or "", stderr or "")
+    for needle, state, dummy in _FAILURES:
+        if needle.lower() in text.lower():
+            return state
+    return "error" if rc != 0 else None
+
+
 def classify_failure(rc, stdout, stderr):
     """Return a message for a failed nvidia-smi call, or None when ``rc`` is 0 and no known error shows."""
     text = "%s\n%s" % (stdout or "", stderr or "")
-    for needle, message in _FAILURES:
+    for needle, dummy, message in _FAILURES:
         if needle.lower() in text.lower():
             return message
     if rc != 0:

@@ -70,6 +70,18 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+driver_state:
+  description:
+    - V(ready) when nvidia-smi answered; on failure V(absent) (no nvidia-smi), V(not-loaded) (no kernel module),
+      V(mismatch) (NVML driver/library mismatch, reboot), V(no-gpu) or V(error).
+  returned: always
+  type: str
+  sample: ready
+dgx_os:
+  description: Whether C(/etc/dgx-release) exists (DGX OS, whose driver is never reinstalled).
+  returned: always
+  type: bool
+  sample: true
 gpu_count:
   description: Number of GPUs nvidia-smi lists.
   returned: success
@@ -158,6 +170,7 @@ from ansible_collections.dgxspark.sglang.plugins.module_utils._nvidia_smi import
     apply_meminfo,
     check_expectations,
     classify_failure,
+    failure_state,
     merge,
     needs_meminfo,
     parse_meminfo,
@@ -169,6 +182,8 @@ from ansible_collections.dgxspark.sglang.plugins.module_utils._nvidia_smi import
 )
 
 C_LOCALE = {"LC_ALL": "C", "LANG": "C"}
+# Present on DGX OS only, where the driver comes with the OS and is never reinstalled.
+DGX_RELEASE = "/etc/dgx-release"
 
 
 def find_nvidia_smi(module):
@@ -183,6 +198,8 @@ def find_nvidia_smi(module):
             return path
         where = "on PATH"
     module.fail_json(
+        driver_state="absent",
+        dgx_os=os.path.exists(DGX_RELEASE),
         msg="nvidia-smi not found %s (driver not installed?): install the NVIDIA driver (on DGX OS it comes "
         "preinstalled), or set nvidia_smi_path to the nvidia-smi binary" % where
     )
@@ -197,7 +214,8 @@ def run_both(module, *argvs):
     for argv, (rc, out, err) in zip(argvs, results):
         failure = classify_failure(rc, out, err)
         if failure:
-            module.fail_json(msg=failure, cmd=argv, rc=rc, stdout=out, stderr=err)
+            module.fail_json(msg=failure, driver_state=failure_state(rc, out, err), dgx_os=os.path.exists(DGX_RELEASE),
+                             cmd=argv, rc=rc, stdout=out, stderr=err)
     return [(out, err) for rc, out, err in results]
 
 
@@ -244,7 +262,7 @@ def main():
     problems = check_expectations(result, module.params["expected_count"], wanted_driver)
     if problems:
         module.fail_json(msg="; ".join(problems), cmd=argv, rc=0, stdout=query_out, stderr=query_err, **result)
-    module.exit_json(changed=False, **result)
+    module.exit_json(changed=False, driver_state="ready", dgx_os=os.path.exists(DGX_RELEASE), **result)
 
 
 if __name__ == "__main__":

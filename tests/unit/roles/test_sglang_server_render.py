@@ -3,8 +3,9 @@
 1. The role in check mode with --diff on two 2-node groups of local hosts (one per runtime): the unit each rank
    would get is read back from the diff. Same flags in both runtimes (only the runner differs), one flag per line,
    each rank its own --node-rank, --config present, no secret value anywhere in the output.
-2. preflight's validate with bad sglang_server_args: fails before any host is touched, naming the replacements.
-3. preflight's memory fit, with a model folder of sparse *.safetensors files (140 GB, a 70B model in bf16) and
+   Preflight runs first, as in site.yml: this machine has no GPU and no CX7 twins, so the run allows a missing driver
+   and missing interfaces (both are reported in the plan's problems).
+2. preflight's memory fit, with a model folder of sparse *.safetensors files (140 GB, a 70B model in bf16) and
    gpu_info results from the GB10 capture: fits two Sparks, fails one naming the node count it needs.
 """
 
@@ -19,6 +20,8 @@ import sys
 
 import pytest
 import yaml
+
+from ansible_collections.dgxspark.sglang.plugins.module_utils import _cluster
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 ROLE = ROOT / 'roles' / 'sglang_server'
@@ -110,6 +113,9 @@ def rendered(tmp_path_factory):
   hosts: {0}
   gather_facts: false
   roles:
+    - role: dgxspark.sglang.preflight
+      preflight_allow_missing_driver: true
+      preflight_fail_on_missing_interface: false
     - dgxspark.sglang.sglang_server
 """.format(group) for group in ('ctr', 'nat'))
     rc, out = run(tmp_path, inventory, play, '--check', '--diff')
@@ -201,59 +207,37 @@ def test_native_unit_passes_systemd_analyze_verify(rendered, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-# ---- 2. flags checked by preflight before any host is touched --------------------------------------------
-
-VALIDATE_PLAY = """
-- name: Validate the cluster only
-  hosts: spark
-  gather_facts: false
-  tasks:
-    - name: Run the controller-side part of preflight
-      ansible.builtin.include_role:
-        name: dgxspark.sglang.preflight
-        tasks_from: validate
-"""
-
-
-def test_bad_flags_fail_before_any_host_naming_the_replacement(tmp_path):
-    inventory = {'all': {'children': {'spark': local_group(tmp_path, ['spark-01', 'spark-02'], sglang_server_args={
-        'schedule-heuristic': 'lpm', 'kv-cache-dtype': 'fp8', 'port': 8000, 'mem-fraction-static': 0.8})}}}
-    rc, out = run(tmp_path, inventory, VALIDATE_PLAY)
-    assert rc != 0, out
-    assert 'sglang_server_args of group spark has 3 problem(s)' in out
-    assert 'was renamed --schedule-policy' in out
-    assert 'use fp8_e4m3 or fp8_e5m2' in out
-    assert "'port': --port is set by the role from sglang_server_port" in out
-    assert 'UNREACHABLE' not in out and 'Publish the cluster plan' not in out
-
-
-# ---- 3. memory fit --------------------------------------------------------------------------------------
+# ---- 2. memory fit --------------------------------------------------------------------------------------
 
 FIT_PLAY = """
 - name: Memory fit of group {0}
   hosts: {0}
   gather_facts: false
   tasks:
-    - name: Plan the cluster
-      ansible.builtin.include_role:
-        name: dgxspark.sglang.preflight
-        tasks_from: validate
-    - name: Check the memory fit with captured gpu_info results
+    - name: Take the probed plan that the test built (a GB10 on every node)
+      ansible.builtin.set_fact:
+        spark_cluster_plan: "{{{{ plans[preflight_group] }}}}"
+    - name: Check the memory fit
       block:
-        - name: Run preflight's memory fit (the probes' facts are given by the inventory)
+        - name: Run preflight's memory fit
           ansible.builtin.include_role:
             name: dgxspark.sglang.preflight
             tasks_from: memory_fit
-          vars:
-            __preflight_mf_path: true
-            __preflight_mf_fraction: 0.75
-            __preflight_mf_bytes: >-
-              {{{{ hostvars[preflight_cluster.head].__preflight_mf_files.files | default([]) | map(attribute='size') | sum }}}}
       rescue:
         - name: Print why it failed
           ansible.builtin.debug:
             msg: "FAILED {{{{ inventory_hostname }}}}: {{{{ ansible_failed_result.msg }}}}"
 """
+
+
+def probed_plan(group, names, model):
+    """The plan of a group of GB10 nodes at stage probed, as preflight would publish it."""
+    hosts = [{'name': name, 'vars': {'ansible_host': '192.0.2.%d' % (11 + i), 'sglang_server_model': model,
+                                     'spark_cx7_subnets': ['192.168.100.0/24', '192.168.101.0/24']}}
+             for i, name in enumerate(names)]
+    plan = _cluster.plan_cluster({'cluster': group, 'hosts': hosts, 'gpus_per_node': 1})
+    gpu = dict(GB10_INFO, driver_state='ready', dgx_os=True)
+    return _cluster.complete_plan(plan, {name: {'gpu': gpu, 'cx7': {'interfaces': []}} for name in names})
 
 
 def test_memory_fit_of_a_local_70b_model(tmp_path):
@@ -263,20 +247,17 @@ def test_memory_fit_of_a_local_70b_model(tmp_path):
         with open(model / ('model-%05d-of-00004.safetensors' % (i + 1)), 'wb') as handle:
             handle.truncate(35 * 1000 ** 3)
     (model / 'config.json').write_text('{}')
-    group = {'sglang_server_model': str(model), 'preflight_gpu_info': GB10_INFO}
+    groups = {'pair': (['pair-1', 'pair-2'], str(model)), 'solo': (['solo-1'], str(model)),
+              'gone': (['gone-1'], str(tmp_path / 'missing'))}
+    plans = {group: probed_plan(group, names, path) for group, (names, path) in groups.items()}
     inventory = {'all': {
-        'vars': {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable},
-        'children': {
-            'pair': local_group(tmp_path, ['pair-1', 'pair-2'], preflight_group='pair', **group),
-            'solo': local_group(tmp_path, ['solo-1'], preflight_group='solo', **group),
-            'gone': local_group(tmp_path, ['gone-1'], preflight_group='gone', preflight_gpu_info=GB10_INFO,
-                                sglang_server_model=str(tmp_path / 'missing')),
-        }}}
-    rc, out = run(tmp_path, inventory, ''.join(FIT_PLAY.format(g) for g in ('pair', 'solo', 'gone')))
+        'vars': {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable, 'plans': plans},
+        'children': {group: {'hosts': {name: {} for name in names}, 'vars': {'preflight_group': group}}
+                     for group, (names, _path) in groups.items()}}}
+    rc, out = run(tmp_path, inventory, ''.join(FIT_PLAY.format(g) for g in groups))
     assert rc == 0, out
     assert 'The weights (140.0 GB) fit: 2 node(s) x 130.7 GB (pair-1, the smallest) x mem-fraction-static 0.75 = 196.0 GB' in out
     assert 'FAILED solo-1: sglang_server_model %s does not fit group solo' % model in out
-    assert 'It needs 2 nodes' in out
     assert 'run it on 2 nodes' in out
     assert 'FAILED gone-1: sglang_server_model (host gone-1): %s does not exist on gone-1' % (tmp_path / 'missing') in out
     assert 'FAILED pair' not in out
