@@ -218,6 +218,16 @@ threshold_applied:
   returned: when the worker ran to the end
   type: bool
   sample: true
+min_busbw_gbps:
+  description: The threshold the run was judged by (O(min_busbw_gbps)), for reports that must not re-type it.
+  returned: when the worker ran to the end
+  type: float
+  sample: 21.875
+threshold_min_bytes:
+  description: The smallest size the threshold applied to (O(threshold_min_bytes)).
+  returned: when the worker ran to the end
+  type: int
+  sample: 134217728
 problems:
   description: What made the check fail.
   returned: when the worker ran to the end
@@ -376,7 +386,8 @@ def main():
         results, params["min_busbw_gbps"], params["threshold_min_bytes"], params["backend"])
     result = dict(
         changed=False, cmd=argv, results=results, peak_busbw_gbps=peak, passed=passed,
-        threshold_applied=applied, problems=problems, world_size=report["world_size"],
+        threshold_applied=applied, min_busbw_gbps=params["min_busbw_gbps"],
+        threshold_min_bytes=params["threshold_min_bytes"], problems=problems, world_size=report["world_size"],
         local_ranks=report["local_ranks"], torch_version=report.get("torch_version"),
     )
     for key in ("nccl_version", "device_name"):

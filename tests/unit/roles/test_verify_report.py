@@ -1,131 +1,205 @@
 # -*- coding: utf-8 -*-
 # Copyright: dgxspark.sglang contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The verify_report role, run for real by ansible-playbook on localhost against fixed inputs (two runs).
+"""The verify role, run for real by ansible-playbook on this machine: two nodes that are both localhost.
 
-The inputs are what playbooks/verify.yml handed the role on the lab (tests/lab, 2 machines, gloo over the CX7
-veths, the SGLang stand-in) on 2026-11-27: a passing run (report spark-20261127T001609Z) and the run after
-`ip link set enp1s0f1np1 down` on lab-spark-02 (report spark-20261127T001626Z). Only the fields the report shows
-are kept; every value is as recorded.
+The plan (``spark_cluster_plan`` at stage ``probed``, as preflight publishes it) is given in the inventory; the
+rest is real: the NCCL environment file read back, the all-reduce (torch's gloo on 127.0.0.1 over ``lo``, both
+ranks started at once by one task), the API key read from rank 0's server.yaml, the health check against the
+lab's SGLang stand-in, the report on the controller and the final failure. Only ``systemctl`` is a stand-in on
+PATH that prints the unit state the test chooses (this machine runs no systemd).
+
+Runs: everything healthy; lab-spark-02's first CX7 twin down (its probe says so) with the unit stopped on every
+node; lab-spark-02 unreachable. Needs torch (requirements-dev.txt pins the CPU wheel).
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import json
 import os
 import pathlib
 import re
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
+import yaml
+
+from ansible_collections.dgxspark.sglang.plugins.module_utils._allreduce import (
+    DEFAULT_MIN_BUSBW_GBPS,
+    DEFAULT_THRESHOLD_MIN_BYTES,
+)
+from ansible_collections.dgxspark.sglang.plugins.module_utils._nccl import render_env_file
+
+pytest.importorskip('torch', reason='torch is not installed: make venv (requirements-dev.txt pins torch)')
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 PLAYBOOK_BIN = pathlib.Path(sys.executable).parent / 'ansible-playbook'
+STANDIN = ROOT / 'tests' / 'lab' / 'sglang_standin'
+MODEL = 'Qwen/Qwen2.5-0.5B-Instruct'
+KEY = 'lab-key-0123'
+A, B = 'enp1s0f1np1', 'enP2p1s0f1np1'
+H1, H2 = 'lab-spark-01', 'lab-spark-02'
 STAMP = '20261127T001609Z'
+MAX_BYTES = 65536  # 8 B .. 64 KiB: 14 sizes, a few seconds
 
 PLAY = """
-- name: Write a verify report from fixed inputs
-  hosts: localhost
+- name: Verify the cluster
+  hosts: spark
   gather_facts: false
-  tasks:
-    - name: Run the report role
-      ansible.builtin.include_role:
-        name: dgxspark.sglang.verify_report
+  roles:
+    - role: dgxspark.sglang.verify
 """
 
-# nccl_allreduce's table on rank 0 of the passing lab run: (bytes, time_us, algbw_gbps, busbw_gbps, correct).
-ROWS = [
-    (8, 276.72, 2.9e-05, 2.9e-05, True), (16, 1224.5, 1.3e-05, 1.3e-05, True),
-    (32, 442.19, 7.2e-05, 7.2e-05, True), (64, 633.63, 0.000101, 0.000101, True),
-    (128, 340.17, 0.000376, 0.000376, True), (256, 337.31, 0.000759, 0.000759, True),
-    (512, 914.96, 0.00056, 0.00056, True), (1024, 762.6, 0.001343, 0.001343, True),
-    (2048, 465.71, 0.004398, 0.004398, True), (4096, 863.76, 0.004742, 0.004742, True),
-    (8192, 1191.58, 0.006875, 0.006875, True), (16384, 718.1, 0.022816, 0.022816, True),
-    (32768, 933.47, 0.035103, 0.035103, True), (65536, 633.52, 0.103447, 0.103447, True),
-    (131072, 561.65, 0.233371, 0.233371, True), (262144, 1952.45, 0.134264, 0.134264, True),
-    (524288, 1565.47, 0.334907, 0.334907, True), (1048576, 2163.74, 0.484614, 0.484614, True),
-    (2097152, 2626.52, 0.798452, 0.798452, True), (4194304, 5533.98, 0.757918, 0.757918, True),
-    (8388608, 9860.75, 0.850707, 0.850707, True), (16777216, 19767.57, 0.848724, 0.848724, True),
-    (33554432, 39899.38, 0.840976, 0.840976, True), (67108864, 78132.08, 0.858916, 0.858916, True),
-]
+SYSTEMCTL = """#!/bin/sh
+# systemctl show UNIT --property=...: the state the test wrote beside this script.
+cat "$(dirname "$0")/unit-state"
+"""
 
 
-def node(host, rank, mgmt, cx7, failures=(), down=False):
-    interfaces = [
-        {'name': 'enp1s0f1np1', 'present': True, 'operstate': 'down' if down else 'up',
-         'speed_mbps': None if down else 10000, 'mtu': 9000, 'ipv4': [] if down else ['%s/24' % cx7[0]],
-         'rdma_device': None, 'driver': None},
-        {'name': 'enP2p1s0f1np1', 'present': True, 'operstate': 'up', 'speed_mbps': 10000, 'mtu': 9000,
-         'ipv4': ['%s/24' % cx7[1]], 'rdma_device': None, 'driver': None},
-    ]
+def free_port():
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def veth(name, up=True):
+    return {'name': name, 'present': True, 'operstate': 'up' if up else 'down', 'speed_mbps': 10000 if up else None,
+            'mtu': 9000, 'ipv4': ['127.0.0.1/8'] if up else [], 'rdma_device': None, 'driver': None}
+
+
+def problem(code, variable, what, fix):
+    return {'code': code, 'variable': variable, 'where': None, 'hosts': [], 'severity': 'error', 'what': what,
+            'fix': fix, 'message': '%s: %s. Fix: %s.' % (variable, what, fix)}
+
+
+def probe(down=False):
+    problems = [problem('cx7-no-rdma-device', 'spark_cx7_interfaces', '%s has no RDMA device' % name,
+                        'check that mlx5_ib is loaded') for name in (A, B)]
+    if down:
+        problems[:0] = [problem('cx7-link-down', 'spark_cx7_interfaces', '%s is down (operstate down)' % A,
+                                'check the cable and `ip link set %s up`' % A)]
+    return {'driver': {'state': 'ready', 'version': '580.126.09', 'message': None}, 'gpu_count': 1,
+            'gpus': [{'name': 'NVIDIA GB10', 'unified_memory': True, 'memory_total_mib': 24106}],
+            'cuda_version': '13.0', 'interfaces': [veth(A, up=not down), veth(B)], 'rdma_devices': [],
+            'link_problems': problems}
+
+
+def plan(tmp_path, url, down=False):
+    """Both nodes on 127.0.0.1 (their CX7 addresses too), the rest as in the lab."""
+    node = {'group': 'spark', 'cx7_addresses': ['127.0.0.1', '127.0.0.1']}
     return {
-        'host': host, 'node_rank': rank, 'management_address': mgmt,
-        'gpu': {'ok': True, 'count': 1, 'names': ['NVIDIA GB10'], 'driver_version': '580.126.09', 'cuda_version': '13.0',
-                'unified_memory': [True], 'memory_total_mib': [24106], 'error': None},
-        'link': {'ok': not down, 'interfaces': interfaces, 'rdma_devices': [], 'rdma_required': False,
-                 'problems': [f['reason'] for f in failures if f['check'] == 'link']},
-        'nccl_env': {'path': '/etc/sglang/nccl.env', 'found': True,
-                     'variables': {'NCCL_SOCKET_IFNAME': '=enp1s0f1np1,enP2p1s0f1np1', 'GLOO_SOCKET_IFNAME': 'enp1s0f1np1',
-                                   'NCCL_IB_DISABLE': '1', 'UCX_NET_DEVICES': 'enp1s0f1np1,enP2p1s0f1np1',
-                                   'NCCL_DEBUG': 'WARN'}},
-        'unit': {'name': 'sglang.service', 'load_state': 'loaded', 'active_state': 'active', 'sub_state': 'running',
-                 'restarts': '0'},
-        'allreduce': {'backend': 'gloo', 'runtime': 'python', 'ran': not down, 'passed': not down, 'error': None},
-        'failures': list(failures),
+        'stage': 'probed',
+        'nccl_env_file': str(tmp_path / 'nccl.env'),
+        'groups': {'spark': {
+            'hosts': [H1, H2], 'head': H1, 'nnodes': 2, 'tp_size': 2, 'gpus_per_node': 1,
+            'dist_init_addr': '127.0.0.1:20000', 'url': url, 'scheme': 'http', 'service': 'sglang',
+            'config_dir': str(tmp_path / 'etc'), 'runtime': 'native', 'image': None, 'python': sys.executable,
+            'model': {'served_name': MODEL},
+        }},
+        'nodes': {
+            H1: dict(node, node_rank=0, management_address='127.0.0.1', probe=probe()),
+            H2: dict(node, node_rank=1, management_address='127.0.0.1', probe=probe(down)),
+        },
     }
 
 
-PASSING = {
-    'verify_report_timestamp': STAMP,
-    'verify_report_cluster': {'group': 'spark', 'nnodes': 2, 'head': 'lab-spark-01',
-                              'hosts': ['lab-spark-01', 'lab-spark-02'], 'dist_init_addr': '192.168.100.11:20000',
-                              'tp_size': 2, 'model': 'Qwen/Qwen2.5-0.5B-Instruct'},
-    'verify_report_nodes': [node('lab-spark-01', 0, '172.31.253.11', ('192.168.100.11', '192.168.101.11')),
-                            node('lab-spark-02', 1, '172.31.253.12', ('192.168.100.12', '192.168.101.12'))],
-    'verify_report_allreduce': {
-        'ran': True, 'blockers': [], 'backend': 'gloo', 'runtime': 'python', 'world_size': 2, 'torch_version': '2.13.0+cpu',
-        'nccl_version': None, 'device_name': None,
-        'results': [dict(zip(('bytes', 'time_us', 'algbw_gbps', 'busbw_gbps', 'correct'), row)) for row in ROWS],
-        'peak_busbw_gbps': 0.858916, 'threshold_gbps': 21.875, 'threshold_min_bytes': 134217728,
-        'threshold_applied': False, 'passed': True, 'problems': [], 'error': None},
-    'verify_report_health': {
-        'checked': True, 'host': 'lab-spark-01', 'url': 'http://127.0.0.1:30000', 'healthy': True, 'model_ok': True,
-        'served_model': 'Qwen/Qwen2.5-0.5B-Instruct', 'ttft_s': 0.0065, 'total_s': 0.0421, 'elapsed_s': 0.047,
-        'completion_text': 'Hello from the lab stand-in (rank 0 of', 'completion_tokens': 8,
-        'metrics': {'sglang:num_running_reqs': 0.0, 'sglang:num_requests_total': 5.0, 'sglang:token_usage': 0.0},
-        'error': None},
-}
+class StandIn:
+    """The lab's SGLang stand-in as rank 0 of a one-node group, on a free port."""
 
-# After `ip link set enp1s0f1np1 down` on lab-spark-02: the reasons verify.yml gave (connectx_info's sentences).
-LINK_DOWN = [
-    {'check': 'link', 'reason': 'enp1s0f1np1: link is down (operstate down); check the cable and `ip link set enp1s0f1np1 up`'},
-    {'check': 'link', 'reason': 'enp1s0f1np1: no IPv4 address; give it one in its own subnet (e.g. in /etc/netplan/40-cx7.yaml)'},
-    {'check': 'all-reduce', 'reason': 'not run: CX7 twin enp1s0f1np1 missing or down here'},
-]
+    def __init__(self, tmp_path):
+        self.port = free_port()
+        self.log = tmp_path / 'standin.log'
+        env = dict(os.environ, PYTHONPATH=str(STANDIN), SGLANG_STANDIN_TOKEN_DELAY='0.01')
+        env.pop('SGLANG_API_KEY', None)
+        with open(self.log, 'w') as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, '-m', 'sglang.launch_server', '--model-path', MODEL, '--host', '127.0.0.1',
+                 '--port', str(self.port), '--enable-metrics', '--api-key', KEY, '--tp-size', '1', '--nnodes', '1',
+                 '--node-rank', '0'], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            with contextlib.closing(socket.socket()) as sock:
+                if sock.connect_ex(('127.0.0.1', self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise AssertionError('stand-in not listening:\n' + self.log.read_text())
 
-
-def failing_inputs():
-    inputs = copy.deepcopy(PASSING)
-    inputs['verify_report_nodes'][1] = node('lab-spark-02', 1, '172.31.253.12', ('192.168.100.12', '192.168.101.12'),
-                                            failures=LINK_DOWN, down=True)
-    inputs['verify_report_allreduce'].update(
-        ran=False, results=[], passed=False, peak_busbw_gbps=None, world_size=None, torch_version=None,
-        blockers=['lab-spark-02: CX7 twin enp1s0f1np1 missing or down'])
-    return inputs
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
-def run_report(tmp_path, inputs):
-    inputs = dict(inputs, verify_report_dir=str(tmp_path / 'reports'))
-    (tmp_path / 'input.json').write_text(json.dumps(inputs))
+def run_verify(tmp_path, url, unit_state, down=False, unreachable=False):
+    """Run the role; returns (rc, output, report folder)."""
+    (tmp_path / 'etc').mkdir()
+    (tmp_path / 'etc' / 'server.yaml').write_text(yaml.safe_dump({'model-path': MODEL, 'api-key': KEY}))
+    (tmp_path / 'nccl.env').write_text(render_env_file({
+        'NCCL_SOCKET_IFNAME': '=lo', 'GLOO_SOCKET_IFNAME': 'lo', 'NCCL_IB_DISABLE': '1', 'NCCL_DEBUG': 'WARN'}))
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    (bin_dir / 'systemctl').write_text(SYSTEMCTL)
+    (bin_dir / 'systemctl').chmod(0o755)
+    (bin_dir / 'unit-state').write_text(unit_state)
+    local = {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable}
+    hosts = {H1: dict(local), H2: dict(local)}
+    if unreachable:
+        hosts[H2] = {'ansible_connection': 'ssh', 'ansible_host': '192.0.2.1', 'ansible_user': 'nobody',
+                     'ansible_ssh_common_args': '-o ConnectTimeout=2 -o StrictHostKeyChecking=no'}
+    inventory = {'all': {'children': {'spark': {'hosts': hosts, 'vars': {
+        'spark_cluster_plan': plan(tmp_path, url, down),
+        'verify_allreduce_backend': 'gloo',
+        'verify_allreduce_runtime': 'python',
+        'verify_allreduce_python': sys.executable,
+        'verify_allreduce_max_bytes': MAX_BYTES,
+        'verify_allreduce_timeout_s': 60,
+        'verify_allreduce_master_port': free_port(),
+        'verify_health_timeout_s': 10,
+        'verify_report_dir': str(tmp_path / 'reports'),
+        'verify_report_timestamp': STAMP,
+    }}}}}
+    (tmp_path / 'hosts.yml').write_text(yaml.safe_dump(inventory))
     (tmp_path / 'play.yml').write_text(PLAY)
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / 'ansible.cfg'), ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0',
-               ANSIBLE_LOCAL_TEMP=str(tmp_path / 'tmp'), ANSIBLE_INVENTORY_UNPARSED_WARNING='false',
-               ANSIBLE_LOCALHOST_WARNING='false')
-    proc = subprocess.run([str(PLAYBOOK_BIN), '-e', '@' + str(tmp_path / 'input.json'), str(tmp_path / 'play.yml')],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False)
+               ANSIBLE_LOCAL_TEMP=str(tmp_path / 'tmp'), PATH='%s:%s' % (bin_dir, os.environ.get('PATH', '')))
+    proc = subprocess.run([str(PLAYBOOK_BIN), '-i', str(tmp_path / 'hosts.yml'), str(tmp_path / 'play.yml')],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     return proc.returncode, proc.stdout + proc.stderr, tmp_path / 'reports' / ('spark-' + STAMP)
+
+
+ACTIVE = 'LoadState=loaded\nActiveState=active\nSubState=running\nNRestarts=0\n'
+STOPPED = 'LoadState=loaded\nActiveState=inactive\nSubState=dead\nNRestarts=0\n'
+
+
+@pytest.fixture(scope='module')
+def standin(tmp_path_factory):
+    server = StandIn(tmp_path_factory.mktemp('standin'))
+    yield 'http://127.0.0.1:%d' % server.port
+    server.stop()
+
+
+@pytest.fixture(scope='module')
+def passing(tmp_path_factory, standin):
+    return run_verify(tmp_path_factory.mktemp('pass'), standin, ACTIVE)
+
+
+@pytest.fixture(scope='module')
+def failing(tmp_path_factory, standin):
+    return run_verify(tmp_path_factory.mktemp('fail'), standin, STOPPED, down=True)
+
+
+@pytest.fixture(scope='module')
+def unreachable(tmp_path_factory, standin):
+    return run_verify(tmp_path_factory.mktemp('unreachable'), standin, ACTIVE, unreachable=True)
 
 
 def has_matplotlib():
@@ -136,31 +210,40 @@ def has_matplotlib():
     return True
 
 
-@pytest.fixture(scope='module')
-def passing(tmp_path_factory):
-    return run_report(tmp_path_factory.mktemp('pass'), PASSING)
-
-
-@pytest.fixture(scope='module')
-def failing(tmp_path_factory):
-    return run_report(tmp_path_factory.mktemp('fail'), failing_inputs())
+def tail(out):
+    """The lines before PLAY RECAP: where a user looks."""
+    lines = [line.strip() for line in out.strip().splitlines() if line.strip()]
+    end = max(i for i, line in enumerate(lines) if line.startswith('PLAY RECAP'))
+    return '\n'.join(lines[max(0, end - 15):end])
 
 
 def test_passing_run_writes_three_files_and_exits_zero(passing):
     rc, out, folder = passing
-    assert rc == 0, out[-3000:]
+    assert rc == 0, out[-4000:]
     assert sorted(p.name for p in folder.iterdir()) == ['busbw.svg', 'report.json', 'report.md'], out[-3000:]
-    assert 'verify report: %s/report.md' % folder in out.replace('\n        ', ' ')
+    assert 'verify report: %s/report.md' % folder in out
+    assert 'verdict PASS' in out
+    assert KEY not in out  # read from server.yaml with no_log, passed to sglang_health's no_log option
 
 
-def test_report_json_has_a_correct_row_per_size(passing):
+def test_report_json_has_a_correct_row_per_size_and_the_health_check(passing):
     report = json.loads((passing[2] / 'report.json').read_text())
-    assert [r['bytes'] for r in report['allreduce']['results']] == [row[0] for row in ROWS]
-    assert all(r['correct'] is True for r in report['allreduce']['results'])
     assert report['verdict'] == 'pass' and report['passed'] is True and report['failures'] == []
-    assert (report['cluster'], report['timestamp'], report['nnodes'], report['head']) == ('spark', STAMP, 2, 'lab-spark-01')
-    assert [n['host'] for n in report['nodes']] == ['lab-spark-01', 'lab-spark-02']
-    assert report['health']['ttft_s'] == 0.0065 and report['allreduce']['peak_busbw_gbps'] == 0.858916
+    assert (report['cluster'], report['timestamp'], report['nnodes'], report['head']) == ('spark', STAMP, 2, H1)
+    assert [n['host'] for n in report['nodes']] == [H1, H2]
+    rows = report['allreduce']['results']
+    assert [r['bytes'] for r in rows] == [8 << i for i in range(14)] and all(r['correct'] for r in rows)
+    assert report['allreduce']['world_size'] == 2 and report['allreduce']['backend'] == 'gloo'
+    assert (report['allreduce']['threshold_gbps'], report['allreduce']['threshold_min_bytes']) == (
+        DEFAULT_MIN_BUSBW_GBPS, DEFAULT_THRESHOLD_MIN_BYTES)
+    assert report['allreduce']['threshold_applied'] is False
+    health = report['health']
+    assert health['checked'] and health['healthy'] and health['served_model'] == MODEL and health['ttft_s'] > 0
+    assert health['completion_text'].startswith('Hello from the lab stand-in')
+    node = report['nodes'][1]
+    assert node['nccl_env']['variables']['GLOO_SOCKET_IFNAME'] == 'lo'
+    assert node['link']['rdma_required'] is False and node['link']['problems'] == []
+    assert node['unit']['active_state'] == 'active' and node['allreduce']['passed'] is True
 
 
 def test_report_md_has_verdict_node_tables_and_all_reduce_rows(passing):
@@ -168,9 +251,10 @@ def test_report_md_has_verdict_node_tables_and_all_reduce_rows(passing):
     assert '**Verdict: PASS**' in md
     assert '## lab-spark-01 (rank 0)' in md and '## lab-spark-02 (rank 1)' in md
     assert '| GPU | ok | 1 x NVIDIA GB10, driver 580.126.09' in md
-    assert '| 64 MiB | 67108864 | 78132.08 | 0.858916 | 0.858916 | yes |' in md
-    assert '| 8 B | 8 | 276.72 |' in md
+    assert re.search(r'\| 64 KiB \| 65536 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| yes \|', md)
+    assert '| 8 B | 8 |' in md
     assert 'not applied (gloo)' in md
+    assert '| healthy | yes |' in md
     assert '**FAIL**' not in md
 
 
@@ -178,26 +262,45 @@ def test_report_md_has_verdict_node_tables_and_all_reduce_rows(passing):
 def test_svg_has_the_curve_and_the_threshold(passing):
     svg = (passing[2] / 'busbw.svg').read_text()
     curve = re.search(r'<g id="busbw-curve">(.*?)</g>', svg, re.S)
-    assert curve and re.search(r'<path d="M [\d.]+ [\d.]+\s+(L [\d.]+ [\d.]+\s+){%d}"' % (len(ROWS) - 1), curve.group(1)), svg[:500]
-    assert 'threshold 21.875 GB/s: not applied (gloo)' in svg
-    assert '64 MiB' in svg and '8 B' in svg
+    assert curve and re.search(r'<path d="M [\d.]+ [\d.]+\s+(L [\d.]+ [\d.]+\s+){13}"', curve.group(1)), svg[:500]
+    assert 'threshold %g GB/s: not applied (gloo)' % DEFAULT_MIN_BUSBW_GBPS in svg
+    assert '64 KiB' in svg and '8 B' in svg
     assert re.search(r'<g id="threshold">.*?stroke-dasharray', svg, re.S), 'a threshold that is not applied is dashed'
 
 
 def test_failing_run_names_host_and_reason_in_its_last_lines(failing):
     rc, out, folder = failing
     assert rc != 0
-    lines = [line.strip() for line in out.strip().splitlines() if line.strip()]
-    tail = lines[lines.index(next(line for line in reversed(lines) if line.startswith('PLAY RECAP'))) - 4:]
-    assert 'lab-spark-02: link: enp1s0f1np1: link is down (operstate down)' in '\n'.join(tail), '\n'.join(lines[-20:])
-    assert 'lab-spark-02: all-reduce: not run: CX7 twin enp1s0f1np1 missing or down here' in '\n'.join(tail)
-    assert 'lab-spark-01:' not in '\n'.join(tail)
+    last = tail(out)
+    assert ('lab-spark-02: link: spark_cx7_interfaces: enp1s0f1np1 is down (operstate down). Fix: check the cable '
+            'and `ip link set enp1s0f1np1 up`. [cx7-link-down]') in last, last
+    assert 'lab-spark-02: all-reduce: not run: CX7 twin enp1s0f1np1 missing or down here [allreduce-not-run]' in last
+    assert 'lab-spark-01: sglang unit: sglang.service is inactive (dead) on lab-spark-01.' in last
+    assert 'lab-spark-01: sglang health: not checked: sglang.service is not active on rank 0 (lab-spark-01)' in last
+    assert 'no RDMA device' not in last, 'gloo runs need no RDMA device'
     report = json.loads((folder / 'report.json').read_text())
     assert report['verdict'] == 'fail'
-    assert [(f['host'], f['check']) for f in report['failures']] == [
-        ('lab-spark-02', 'link'), ('lab-spark-02', 'link'), ('lab-spark-02', 'all-reduce')]
+    assert [(f['host'], f['check'], f['code']) for f in report['failures']] == [
+        (H1, 'sglang unit', 'sglang-unit-not-active'), (H1, 'sglang health', 'sglang-health-not-checked'),
+        (H2, 'link', 'cx7-link-down'), (H2, 'all-reduce', 'allreduce-not-run'),
+        (H2, 'sglang unit', 'sglang-unit-not-active')]
+    assert report['allreduce']['ran'] is False
     md = (folder / 'report.md').read_text()
-    assert '**Verdict: FAIL**: 3 failure(s) on lab-spark-02.' in md
+    assert '**Verdict: FAIL**: 5 failure(s) on lab-spark-01, lab-spark-02.' in md
     assert 'Not run: lab-spark-02: CX7 twin enp1s0f1np1 missing or down.' in md
+    assert '| lab-spark-02 | link | `cx7-link-down` |' in md
     if has_matplotlib():
         assert 'all-reduce not run or failed' in (folder / 'busbw.svg').read_text()
+
+
+def test_unreachable_node_is_named_and_blocks_the_allreduce(unreachable):
+    rc, out, folder = unreachable
+    assert rc != 0
+    last = tail(out)
+    assert ('lab-spark-02: reachable: the checks did not run on lab-spark-02 (unreachable, a task failed there, or '
+            'left out by --limit) [verify-node-not-run]') in last, last
+    report = json.loads((folder / 'report.json').read_text())
+    assert [(f['host'], f['code']) for f in report['failures']] == [(H2, 'verify-node-not-run')]
+    assert report['allreduce']['ran'] is False
+    assert [b['host'] for b in report['allreduce']['blockers']] == [H2]
+    assert report['health']['healthy'] is True, 'rank 0 was still checked'

@@ -70,7 +70,8 @@ def draw(report, out_path):
         ax.annotate("peak %.3g GB/s" % peak["busbw_gbps"], (peak["bytes"], max(peak["busbw_gbps"], 1e-6)),
                     textcoords="offset points", xytext=(-10, 8), ha="right", fontsize=9)
     else:
-        reason = allreduce.get("error") or "; ".join(allreduce.get("blockers") or []) or "no result"
+        blockers = [b.get("reason", "") if isinstance(b, dict) else str(b) for b in allreduce.get("blockers") or []]
+        reason = allreduce.get("error") or "; ".join(blockers) or "no result"
         ax.text(0.5, 0.5, "all-reduce not run or failed:\n%s" % reason[:200], transform=ax.transAxes, ha="center",
                 va="center", fontsize=10, color="#c0392b", wrap=True)
         ax.set_xlim(8, 1 << 30)

@@ -1,0 +1,72 @@
+# -*- coding: utf-8 -*-
+# Copyright: dgxspark.sglang contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Filters of the verify role: thin wrappers around plugins/module_utils/_verify.py.
+
+The docs of each filter live beside this file in ``<filter>.yml``
+(``ansible-doc -t filter dgxspark.sglang.verify_node_report``).
+"""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.dgxspark.sglang.plugins.module_utils._verify import (
+    allreduce_blockers,
+    group_reports,
+    node_report,
+    parse_env_file,
+)
+
+
+def _plan(plan, host, name):
+    if not isinstance(plan, dict) or 'nodes' not in plan or 'groups' not in plan:
+        raise AnsibleFilterError('%s: expected spark_cluster_plan (the preflight role publishes it), got %s'
+                                 % (name, type(plan).__name__))
+    if host is not None and host not in plan['nodes']:
+        raise AnsibleFilterError('%s: %s is not a node of spark_cluster_plan (nodes: %s)'
+                                 % (name, host, ', '.join(plan['nodes']) or 'none'))
+    return plan
+
+
+def env_file_vars(text):
+    """Filter: the variables of an environment file written by dgxspark.sglang.nccl_env_file, name -> value."""
+    if text is not None and not isinstance(text, str):
+        raise AnsibleFilterError('env_file_vars: expected the text of an environment file, got %s' % type(text).__name__)
+    return parse_env_file(text)
+
+
+def verify_allreduce_blockers(plan, host, play_hosts, skip_on_link_down=True):
+    """Filter: why the all-reduce of the host's group cannot start (a list of {host, code, reason})."""
+    return allreduce_blockers(_plan(plan, host, 'verify_allreduce_blockers'), host, play_hosts, skip_on_link_down)
+
+
+def verify_node_report(plan, host, **results):
+    """Filter: one node's verify report, with its failures, from the plan and the node's raw results."""
+    try:
+        return node_report(_plan(plan, host, 'verify_node_report'), host, **results)
+    except TypeError as exc:
+        raise AnsibleFilterError('verify_node_report: %s' % exc)
+
+
+def verify_reports(plan, node_reports, timestamp, report_dir=None, hosts=None):
+    """Filter: the report of each group of the plan, with its verdict and failures."""
+    if isinstance(node_reports, (list, tuple)):
+        node_reports = {report['host']: report for report in node_reports}
+    if not isinstance(node_reports, dict):
+        raise AnsibleFilterError('verify_reports: node_reports must be the list of the nodes\' verify_node_report, '
+                                 'or a dict host -> verify_node_report; got %s' % type(node_reports).__name__)
+    return group_reports(_plan(plan, None, 'verify_reports'), node_reports, timestamp, report_dir, hosts)
+
+
+class FilterModule:
+    """dgxspark.sglang verify."""
+
+    def filters(self):
+        return {
+            'env_file_vars': env_file_vars,
+            'verify_allreduce_blockers': verify_allreduce_blockers,
+            'verify_node_report': verify_node_report,
+            'verify_reports': verify_reports,
+        }
