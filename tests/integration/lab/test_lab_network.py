@@ -44,7 +44,7 @@ def test_management_link_kept_its_address(host, name):
 @pytest.mark.parametrize("size,ok", [(8972, True), (8973, False), (9000, False)])
 def test_full_mtu_ping_with_do_not_fragment(host, name, size, ok):
     for twin, peer_address in zip(TWINS, PLAN[PEER[name]]):
-        cmd = host.run("ping -M do -c 1 -W 2 -s %s -I %s %s", str(size), twin, peer_address)
+        cmd = host.run("ping -M do -c 1 -i 0.2 -W 2 -s %s -I %s %s", str(size), twin, peer_address)
         assert (cmd.rc == 0) is ok, cmd.stdout + cmd.stderr
 
 

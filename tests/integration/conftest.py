@@ -1,0 +1,110 @@
+"""How the testinfra checks reach the lab: paramiko, one SSH connection per machine for the whole run.
+
+With ``--connection=paramiko`` (molecule/{lab,site}/molecule.yml's verifier options) and no
+``--ssh-config``, the hosts and their SSH settings come from the Ansible inventory: the one Molecule
+hands over with ``--ansible-inventory``, else the one ansible.cfg names (inventories/lab). Each host
+keeps its inventory name (``host.backend.get_hostname()`` is ``lab-spark-01``, ...) and gets an
+ssh_config entry, written for this run into a temporary folder and removed after it:
+``HostName`` from ``ansible_host``, ``User`` from ``ansible_user``, ``IdentityFile`` from
+``ansible_ssh_private_key_file``, and every ``-o`` / ``-i`` / ``-p`` / ``-l`` of
+``ansible_ssh_common_args`` and ``ansible_ssh_extra_args``, among them the lab's
+``ProxyCommand ip netns exec dgxlab<ID>-ctl nc %h %p``. A lab started with ``DGXSPARK_LAB_ID`` /
+``DGXSPARK_LAB_DIR`` writes an inventory with its own names (``lab.py up`` prints its path): pass that
+one as ``--ansible-inventory``. ``--hosts`` still picks hosts; ``--ssh-config`` turns all this off.
+
+Any other ``--connection`` (testinfra's ``ansible`` backend included) is left alone.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+SSH_CONNECTIONS = ("ssh", "smart", "paramiko", "paramiko_ssh")
+_TMPDIRS: list[str] = []
+
+
+def ssh_config_entry(name: str, hostvars: dict) -> str:
+    """One ``Host`` block for an inventory host, from the variables Ansible's ssh connection reads."""
+    connection = hostvars.get("ansible_connection", "ssh")
+    if connection not in SSH_CONNECTIONS:
+        raise pytest.UsageError(
+            "%s: ansible_connection=%s, not SSH; run these checks with --connection=ansible" % (name, connection))
+    options: list[tuple[str, str]] = [("HostName", str(hostvars.get("ansible_host", name)))]
+    user = hostvars.get("ansible_user") or hostvars.get("ansible_ssh_user")
+    if user:
+        options.append(("User", str(user)))
+    if hostvars.get("ansible_port"):
+        options.append(("Port", str(hostvars["ansible_port"])))
+    key = hostvars.get("ansible_ssh_private_key_file") or hostvars.get("ansible_private_key_file")
+    if key:
+        options.append(("IdentityFile", str(key)))
+    args = shlex.split(" ".join(str(hostvars.get(v) or "")
+                                for v in ("ansible_ssh_common_args", "ansible_ssh_extra_args")))
+    flags = {"-i": "IdentityFile", "-p": "Port", "-l": "User"}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in flags or arg == "-o":
+            if i + 1 == len(args):
+                raise pytest.UsageError("%s: %s without a value in its ssh args" % (name, arg))
+            value, i = args[i + 1], i + 2
+        elif arg[:2] in flags or arg[:2] == "-o":
+            arg, value, i = arg[:2], arg[2:], i + 1
+        else:
+            raise pytest.UsageError("%s: ssh argument %r has no ssh_config equivalent here" % (name, arg))
+        if arg == "-o":  # -o Key=value, or -o "Key value"
+            pair = re.split(r"\s*=\s*|\s+", value.strip(), maxsplit=1)
+            if len(pair) != 2:
+                raise pytest.UsageError("%s: ssh option -o %r has no value" % (name, value))
+            options.append((pair[0], pair[1].strip()))
+        else:
+            options.append((flags[arg], value))
+    return "Host %s\n" % name + "".join("  %s %s\n" % kv for kv in options)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    opt = config.option
+    if getattr(opt, "connection", None) != "paramiko" or getattr(opt, "ssh_config", None):
+        return
+    from testinfra.utils.ansible_runner import AnsibleRunner
+
+    runner = AnsibleRunner.get_runner(opt.ansible_inventory)
+    names = opt.hosts.split(",") if opt.hosts else runner.get_hosts("all")
+    names = [n.split("://", 1)[-1].rsplit("@", 1)[-1] for n in names]
+    text = "# Written by tests/integration/conftest.py from the Ansible inventory %s\n" % (
+        opt.ansible_inventory or "(ansible.cfg's)")
+    text += "".join(ssh_config_entry(n, runner.get_variables(n)) for n in names)
+    folder = tempfile.mkdtemp(prefix="dgxspark-testinfra-")
+    _TMPDIRS.append(folder)
+    path = Path(folder) / "ssh_config"
+    path.write_text(text)
+    path.chmod(0o600)
+    opt.ssh_config = str(path)
+    opt.hosts = ",".join("paramiko://" + n for n in names)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if _TMPDIRS:
+        return "testinfra: %s through paramiko, ssh_config %s" % (config.option.hosts, config.option.ssh_config)
+    return None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Close the SSH connections (this ends each ProxyCommand's nc), then drop the ssh_config."""
+    try:
+        from testinfra.host import Host
+    except ImportError:
+        return
+    hosts = [h for group in getattr(Host, "_hosts_cache", {}).values() for h in group]
+    for host in hosts + list(getattr(Host, "_host_cache", {}).values()):
+        client = vars(host.backend).get("client")  # paramiko's, only once a command has run
+        if client is not None:
+            client.close()
+    while _TMPDIRS:
+        shutil.rmtree(_TMPDIRS.pop(), ignore_errors=True)
