@@ -187,58 +187,11 @@ interfaces:
       type: int
       sample: 3
     problems:
-      description: What is wrong with this interface, as problems with a code (the keys are those of RV(problems)).
+      description: What is wrong with this interface, as problems with a code, each shaped like the items of RV(problems).
       returned: always
       type: list
       elements: dict
-      contains:
-        code:
-          description:
-            - Stable identifier of the problem; test this, never the wording.
-            - V(cx7-interface-missing), V(cx7-link-down), V(cx7-link-not-up), V(cx7-speed-unknown),
-              V(cx7-speed-degraded), V(cx7-mtu-mismatch), V(cx7-no-rdma-device), V(cx7-rdma-port-down),
-              V(cx7-no-ipv4), V(cx7-no-roce-gid), V(cx7-shared-subnet) or V(cx7-addresses-unreadable).
-          returned: always
-          type: str
-          sample: cx7-speed-degraded
-        variable:
-          description:
-            - The setting to look at, one of V(spark_cx7_interfaces), V(spark_cx7_expected_speed_mbps),
-              V(cx7_network_mtu), V(spark_cx7_addresses), V(spark_cx7_subnets), or V(iproute2).
-          returned: always
-          type: str
-          sample: spark_cx7_expected_speed_mbps
-        where:
-          description: Always V(null) here; the node does not know its inventory name, the caller adds it.
-          returned: always
-          type: str
-        hosts:
-          description: Always empty here; the node does not know its inventory name.
-          returned: always
-          type: list
-          elements: str
-        severity:
-          description: Always V(error) here (the link is not healthy).
-          returned: always
-          type: str
-          sample: error
-        what:
-          description: What is wrong, naming the interface.
-          returned: always
-          type: str
-          sample: "enp1s0f1np1 runs at 13000 Mb/s, below the expected 200000 Mb/s (degraded link)"
-        fix:
-          description: What to do about it.
-          returned: always
-          type: str
-          sample: "reseat the cable or check the peer"
-        message:
-          description: The whole sentence a user reads, variable, what and fix together.
-          returned: always
-          type: str
-          sample: >-
-            spark_cx7_expected_speed_mbps: enp1s0f1np1 runs at 13000 Mb/s, below the expected 200000 Mb/s
-            (degraded link). Fix: reseat the cable or check the peer.
+      sample: []
 rdma_devices:
   description: RDMA devices behind the inspected interfaces, in interface order, without duplicates; ready for C(NCCL_IB_HCA).
   returned: always
