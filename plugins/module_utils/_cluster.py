@@ -423,7 +423,7 @@ def _check_parallel(ctx, nnodes, gpus):
 
 
 def _check_ports(ctx):
-    """(dist_init_port, http_port); the two must differ and lie in range."""
+    """The dist-init port; it and the API's port must lie in range and differ."""
     dist = ctx.values['spark_dist_init_port']
     http = ctx.values['sglang_server_port']
     item = _int_problem('port-invalid', 'spark_dist_init_port', dist, ctx.where, ctx.names, 1024, 65535, '20000')
@@ -439,7 +439,7 @@ def _check_ports(ctx):
                         'is the same port (%d) as sglang_server_port: the rendezvous and the API cannot share it' % dist,
                         'keep spark_dist_init_port at 20000 and sglang_server_port at 30000, or pick two free ports',
                         ctx.where, ctx.names))
-    return dist, http
+    return dist
 
 
 def _check_link_settings(ctx):
@@ -809,7 +809,7 @@ def check_description(description):
     order = _check_ranks(ctx)
     gpus = _gpus_per_node(ctx, description)
     tp, pp = _check_parallel(ctx, len(order), gpus)
-    dist_port, http_port = _check_ports(ctx)
+    dist_port = _check_ports(ctx)
     mtu, speed, topology = _check_link_settings(ctx)
     cidrs = _check_cidrs(ctx)
     _check_paths_and_names(ctx)
@@ -823,13 +823,11 @@ def check_description(description):
     _check_management(ctx, taken, nets, interfaces)
     if errors(ctx.problems):
         return ctx.problems, None
-    plan = _assemble(ctx, description, order, interfaces, nets, addresses, model, gpus, tp, pp, dist_port, mtu, speed,
-                     topology, cidrs)
+    plan = _assemble(ctx, order, interfaces, nets, addresses, model, gpus, tp, pp, dist_port, mtu, speed, topology, cidrs)
     return ctx.problems, plan
 
 
-def _assemble(ctx, description, order, interfaces, nets, addresses, model, gpus, tp, pp, dist_port, mtu, speed, topology,
-              cidrs):
+def _assemble(ctx, order, interfaces, nets, addresses, model, gpus, tp, pp, dist_port, mtu, speed, topology, cidrs):
     values = ctx.values
     head = order[0]
     nnodes = len(order)
