@@ -10,8 +10,14 @@ What SGLang does at its edges (checked against sgl-project/sglang):
   server that always answers 200 (``launch_dummy_health_check_server``), so only rank 0 tells
   the truth.
 * With ``--api-key`` every path except ``/health*``, ``/ready*`` and ``/metrics*`` needs
-  ``Authorization: Bearer <key>`` (or ``x-api-key``); a wrong or missing key gets 401
-  (``srt/utils/auth.py``, ``decide_request_auth``).
+  ``Authorization: Bearer <key>``; a wrong or missing key gets 401 (``srt/utils/auth.py``,
+  ``decide_request_auth``; ``add_api_key_middleware`` reads only the ``Authorization`` header, so
+  an ``x-api-key`` header is ignored). The key comes from ``--api-key`` (or ``api-key`` in the
+  ``--config`` file); SGLang reads it from no environment variable.
+* ``/v1/models`` lists one entry whose ``id`` and ``root`` are both the served model name:
+  ``--served-model-name``, else ``--model-path`` (``available_models`` in
+  ``srt/entrypoints/http_server.py``; the default in ``handle_missing_default_values``,
+  ``srt/arg_groups/serving_hook.py``).
 * ``/metrics`` exists only with ``--enable-metrics`` and speaks the Prometheus text format; the
   names carry the ``sglang:`` prefix (``srt/metrics/collector.py``).
 
@@ -155,9 +161,14 @@ def shorten(text, limit=300):
 def evaluate_models(payload, expected=None):
     """From a /v1/models answer return ``(ids, model_ok, served_id)``.
 
-    SGLang lists one entry whose ``id`` is ``--served-model-name`` (default: ``--model-path``)
-    and whose ``root`` is the model path. ``expected`` matches either. Without ``expected`` the
-    check passes when at least one model is listed and ``served_id`` is the first one.
+    SGLang 0.5.23 lists one entry for the base model whose ``id`` and ``root`` are both the served
+    model name, ``--served-model-name`` or, without it, ``--model-path`` (``available_models`` in
+    ``srt/entrypoints/http_server.py`` builds ``ModelCard(id=served_model_name,
+    root=served_model_name)``; ``handle_missing_default_values`` in
+    ``srt/arg_groups/serving_hook.py`` sets the default). The model path is not listed when a
+    served name is set, so ``expected`` (the served name) is compared with ``id`` only; a LoRA
+    adapter's entry has its own name as ``id`` (its ``root`` is the adapter path). Without
+    ``expected`` the check passes when at least one model is listed and ``served_id`` is the first.
     """
     if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
         raise HealthCheckError("/v1/models did not return an OpenAI model list: %s" % shorten(json.dumps(payload)))
@@ -165,7 +176,7 @@ def evaluate_models(payload, expected=None):
     ids = [str(entry["id"]) for entry in entries]
     if expected:
         for entry in entries:
-            if expected in (entry.get("id"), entry.get("root")):
+            if entry.get("id") == expected:
                 return ids, True, str(entry["id"])
         return ids, False, None
     return ids, bool(ids), (ids[0] if ids else None)

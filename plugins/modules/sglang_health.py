@@ -44,14 +44,16 @@ options:
     version_added: 0.1.0
   api_key:
     description:
-      - The server's C(--api-key), sent in an C(Authorization) header as a bearer token. SGLang does not ask for it on
-        C(/health*) and C(/metrics).
+      - The server's C(--api-key), sent in an C(Authorization) header as a bearer token (C(Bearer <key>)), the only
+        form SGLang accepts (it ignores an C(x-api-key) header and reads the key from no environment variable). SGLang
+        does not ask for it on C(/health*) and C(/metrics).
     type: str
     version_added: 0.1.0
   model:
     description:
-      - The model that must be served, compared with the C(id) (C(--served-model-name)) and the C(root)
-        (C(--model-path)) of the entries of C(/v1/models).
+      - The served model name that must be listed, compared with the C(id) of the entries of C(/v1/models). SGLang
+        reports C(--served-model-name) there, or C(--model-path) when no served name is set (as both C(id) and
+        C(root)), so pass the served name, not the model path, when the server has a C(--served-model-name).
       - When not set, the check passes with any model and the first one listed is used for the completion.
     type: str
     version_added: 0.1.0

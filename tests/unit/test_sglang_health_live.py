@@ -6,7 +6,8 @@
 The stand-in (tests/lab/sglang_standin, ``python3 -m sglang.launch_server``) runs in subprocesses
 with free ports. Covered: the module through ``ansible localhost -m dgxspark.sglang.sglang_health``
 (one CLI run) and through its ``main()`` (wrong API key, TLS with a CA file and without);
-the stand-in's argv parsing (unknown flag, bad choice, --config file); and a two-rank group
+the stand-in's argv parsing (unknown flag, bad choice, --config file), its API key (Bearer only,
+no environment variable) and /v1/models (id and root are the served name); and a two-rank group
 (rank 0 answers 503 until rank 1 joined over the dist-init address, rank 1 serves only a dummy
 /health, rank 0 exits 1 when rank 1 leaves).
 """
@@ -53,7 +54,6 @@ class StandIn(object):
     def __init__(self, tmp_path, name, *args, env=None):
         self.log = tmp_path / ("%s.log" % name)
         full_env = dict(os.environ, PYTHONPATH=str(STANDIN), SGLANG_STANDIN_TOKEN_DELAY="0.01")
-        full_env.pop("SGLANG_API_KEY", None)
         full_env.update(env or {})
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "sglang.launch_server"] + list(args),
@@ -206,6 +206,66 @@ def test_standin_reads_api_key_from_config_file(tmp_path):
         assert server.stop() == 0, server.output()
 
 
+def http_json(url, headers=None):
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as resp:
+        return json.loads(resp.read().decode("utf-8"))
+
+
+def test_standin_accepts_only_a_bearer_key(rank0):
+    # sglang srt/utils/auth.py: add_api_key_middleware passes only the Authorization header to
+    # decide_request_auth, which wants "Bearer <key>"; x-api-key is never read.
+    url, _server = rank0
+    assert http_status(url + "/v1/models", {"x-api-key": KEY}) == 401
+    assert http_status(url + "/v1/models", {"Authorization": KEY}) == 401
+    assert http_status(url + "/v1/models", {"Authorization": "bearer " + KEY}) == 200
+
+
+def test_standin_ignores_sglang_api_key_in_the_environment(tmp_path):
+    # SGLang 0.5.23 takes the key from --api-key (or the --config file) only: with SGLANG_API_KEY
+    # set and no flag, the server runs without a key.
+    port = free_port()
+    server = StandIn(tmp_path, "envkey", "--model-path", MODEL, "--host", "127.0.0.1", "--port", str(port),
+                     env={"SGLANG_API_KEY": "from-env"})
+    try:
+        server.wait_listening(port)
+        url = "http://127.0.0.1:%d" % port
+        assert wait_status(url + "/health", 200) == 200, server.output()
+        assert http_status(url + "/v1/models") == 200
+        assert http_status(url + "/v1/models", {"Authorization": "Bearer from-env"}) == 200
+    finally:
+        assert server.stop() == 0, server.output()
+
+
+def test_standin_models_and_health_with_served_model_name(tmp_path, capsys):
+    # sglang srt/entrypoints/http_server.py available_models: ModelCard(id=served_model_name,
+    # root=served_model_name); the model path is not reported.
+    port = free_port()
+    server = StandIn(tmp_path, "served", "--model-path", MODEL, "--served-model-name", "qwen-small",
+                     "--host", "127.0.0.1", "--port", str(port))
+    try:
+        server.wait_listening(port)
+        url = "http://127.0.0.1:%d" % port
+        assert wait_status(url + "/health", 200) == 200, server.output()
+        entries = http_json(url + "/v1/models")["data"]
+        assert [(e["id"], e["root"], e["parent"], e["owned_by"]) for e in entries] == [
+            ("qwen-small", "qwen-small", None, "sglang")]
+        result = run_main(capsys, {"url": url, "model": "qwen-small", "timeout": 5, "check_metrics": False})
+        assert result.get("failed") is not True and result["model_ok"] is True
+        assert result["served_model"] == "qwen-small" and result["completion_text"]
+        result = run_main(capsys, {"url": url, "model": MODEL, "timeout": 5, "check_metrics": False})
+        assert result["failed"] is True and result["model_ok"] is False
+        assert result["msg"] == ("model %r is not served by %s; /v1/models lists ['qwen-small']: "
+                                 "check sglang_server_model / model" % (MODEL, url))
+    finally:
+        assert server.stop() == 0, server.output()
+
+
+def test_standin_models_without_served_model_name_reports_the_path(rank0):
+    url, _server = rank0
+    entries = http_json(url + "/v1/models", {"Authorization": "Bearer " + KEY})["data"]
+    assert [(e["id"], e["root"]) for e in entries] == [(MODEL, MODEL)]
+
+
 def wait_status(url, expected, timeout=5.0):
     deadline = time.monotonic() + timeout
     status = None
@@ -269,7 +329,10 @@ def test_standin_helpers_match_sglang():
     assert allowed("OPTIONS", "/v1/models", {}, "k") and allowed("GET", "/v1/models", {}, None)
     assert not allowed("GET", "/v1/models", {"Authorization": "Bearer x"}, "k")
     assert allowed("GET", "/v1/models", {"Authorization": "bearer k"}, "k")
-    assert allowed("POST", "/generate", {"x-api-key": "k"}, "k")
+    # only "Authorization: Bearer <key>" counts: add_api_key_middleware reads no other header
+    assert not allowed("POST", "/generate", {"x-api-key": "k"}, "k")
+    assert not allowed("GET", "/v1/models", {"Authorization": "k"}, "k")
+    assert not allowed("GET", "/v1/models", {"Authorization": "Basic k"}, "k")
     # every metric the module reports is rendered by the stand-in and parses with the module's parser
     metrics = standin.Metrics("m", 1, 1000)
     metrics.start(10)

@@ -22,13 +22,19 @@ It behaves like SGLang 0.5.23 at the edges the collection touches, and nowhere e
   (plain and ``stream`` server-sent events), ``/generate`` (SGLang's native shape), ``/model_info``
   and, with ``--enable-metrics``, ``/metrics`` in Prometheus text with SGLang's metric names.
   TLS with ``--ssl-certfile`` / ``--ssl-keyfile``.
-* API key (``--api-key``, or ``api-key:`` in the ``--config`` file): enforced like SGLang's
-  ``decide_request_auth`` in sgl-project/sglang ``python/sglang/srt/utils/auth.py``: OPTIONS and
-  paths starting with ``/health``, ``/ready`` or ``/metrics`` are open; everything else needs
-  ``Authorization: Bearer KEY`` (or ``x-api-key: KEY``), else 401 ``{"error": "Unauthorized"}``
-  (checked before routing, so an unknown path without a key is 401 too). SGLang reads no
-  environment variable for the key; this stand-in also accepts ``SGLANG_API_KEY`` from the
-  environment (lab convenience, real SGLang ignores it): a key given by flag or file wins.
+* API key (``--api-key``, or ``api-key:`` in the ``--config`` file, nothing else): enforced like
+  SGLang's ``decide_request_auth`` in sgl-project/sglang ``python/sglang/srt/utils/auth.py`` (applied
+  by ``add_api_key_middleware``, which reads only the ``Authorization`` header): OPTIONS and paths
+  starting with ``/health``, ``/ready`` or ``/metrics`` are open; everything else needs
+  ``Authorization: Bearer KEY`` (scheme case-insensitive), else 401 ``{"error": "Unauthorized"}``
+  (checked before routing, so an unknown path without a key is 401 too). An ``x-api-key`` header
+  is ignored, as in SGLang. SGLang 0.5.23 reads no environment variable for the key
+  (``api_key`` in ``srt/arg_groups/fields/serving.py`` is a plain flag); neither does the stand-in.
+* ``/v1/models``: SGLang's ``available_models`` (``srt/entrypoints/http_server.py``) lists one
+  ``ModelCard`` whose ``id`` and ``root`` are both the served model name, which is
+  ``--served-model-name`` or, when that is not given, ``--model-path``
+  (``handle_missing_default_values`` in ``srt/arg_groups/serving_hook.py``). The model path itself
+  appears only as ``model_path`` of ``/model_info``.
 
 Environment knobs (lab only, never flags: the unit's flags must stay those of a real Spark):
 ``SGLANG_STANDIN_LOAD_SECONDS`` (simulated load time after the group formed, default 0),
@@ -394,7 +400,9 @@ class Server(object):
         self.args = args
         self.api_key = api_key
         self.model_path = args.model_path
-        self.model_id = args.served_model_name or args.model_path
+        # SGLang's handle_missing_default_values (srt/arg_groups/serving_hook.py): served_model_name
+        # defaults to model_path only when the flag is not given.
+        self.model_id = args.model_path if args.served_model_name is None else args.served_model_name
         self.ready = threading.Event()
         self.stop = threading.Event()
         self.exit_code = 0
@@ -469,13 +477,12 @@ def auth_allowed(method, path, headers, api_key):
         return True
     if path.startswith("/health") or path.startswith("/ready") or path.startswith("/metrics"):
         return True
+    # Only the Authorization header counts (add_api_key_middleware reads nothing else).
     authorization = headers.get("Authorization")
-    if authorization:
-        parts = authorization.split(" ", 1)
-        if len(parts) == 2 and parts[0].lower() == "bearer" and hmac.compare_digest(parts[1], api_key):
-            return True
-    x_api_key = headers.get("x-api-key")
-    return bool(x_api_key and hmac.compare_digest(x_api_key, api_key))
+    if not authorization:
+        return False
+    parts = authorization.split(" ", 1)
+    return len(parts) == 2 and parts[0].lower() == "bearer" and hmac.compare_digest(parts[1], api_key)
 
 
 # --------------------------------------------------------------------------------------------
@@ -584,9 +591,11 @@ class Handler(BaseHTTPRequestHandler):
         return True
 
     def models(self):
+        # SGLang's available_models (srt/entrypoints/http_server.py): ModelCard(id=served_model_name,
+        # root=served_model_name, max_model_len=...), never the model path as root.
         self.send_body(200, {"object": "list", "data": [{
             "id": self.app.model_id, "object": "model", "created": self.app.created, "owned_by": "sglang",
-            "root": self.app.model_path, "parent": None,
+            "root": self.app.model_id, "parent": None,
             "max_model_len": context_tokens(self.app.args.context_length)}]})
 
     def model_info(self):
@@ -882,7 +891,7 @@ def main(argv=None):
     except AssertionError as err:
         sys.stderr.write("AssertionError: %s\n" % err)
         return 1
-    api_key = args.api_key or os.environ.get("SGLANG_API_KEY") or None
+    api_key = args.api_key or None  # from the flag or the --config file only, as in SGLang
     app = Server(args, api_key)
     app.http = None
 

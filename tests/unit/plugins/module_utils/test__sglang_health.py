@@ -195,10 +195,29 @@ def test_evaluate_models(body, expected, result):
     assert h.evaluate_models(json.loads(body), expected) == result
 
 
-def test_evaluate_models_matches_root_when_served_name_differs():
-    # --served-model-name differs from --model-path: the inventory names the path, SGLang lists both.
-    payload = {"object": "list", "data": [{"id": "qwen", "root": "/models/Qwen2.5-72B-Instruct"}]}
-    assert h.evaluate_models(payload, "/models/Qwen2.5-72B-Instruct") == (["qwen"], True, "qwen")
+# SGLang 0.5.23 with --model-path /models/Qwen2.5-72B-Instruct --served-model-name qwen:
+# available_models (srt/entrypoints/http_server.py) builds ModelCard(id=served_model_name,
+# root=served_model_name); the model path is not in the answer at all.
+MODELS_SERVED_QWEN = {"object": "list", "data": [{"id": "qwen", "object": "model", "owned_by": "sglang",
+                                                  "root": "qwen", "parent": None, "max_model_len": 32768}]}
+
+
+def test_evaluate_models_matches_the_served_name():
+    assert h.evaluate_models(MODELS_SERVED_QWEN, "qwen") == (["qwen"], True, "qwen")
+
+
+def test_evaluate_models_does_not_match_the_model_path_behind_a_served_name():
+    # SGLang never reports the model path once --served-model-name is set: asking for it fails.
+    assert h.evaluate_models(MODELS_SERVED_QWEN, "/models/Qwen2.5-72B-Instruct") == (["qwen"], False, None)
+
+
+def test_evaluate_models_ignores_a_lora_adapter_root():
+    # With --enable-lora SGLang adds ModelCard(id=lora_name, root=lora_path, parent=served name).
+    payload = {"object": "list", "data": [
+        {"id": "qwen", "root": "qwen", "parent": None},
+        {"id": "sql", "root": "/adapters/sql-lora", "parent": "qwen"}]}
+    assert h.evaluate_models(payload, "/adapters/sql-lora") == (["qwen", "sql"], False, None)
+    assert h.evaluate_models(payload, "sql") == (["qwen", "sql"], True, "sql")
 
 
 def test_evaluate_models_rejects_non_list():
@@ -492,6 +511,24 @@ def test_check_wrong_model_fails_listing_served():
         check.run()
     assert "model 'Qwen/Qwen2.5-72B-Instruct' is not served by http://10.0.0.11:30000" in err.value.msg
     assert "Qwen/Qwen3-30B-A3B-Instruct-2507" in err.value.msg and err.value.result["model_ok"] is False
+
+
+def test_check_with_served_model_name_passes_and_completes_on_it():
+    answers = script(v1__models=[ok(json.dumps(MODELS_SERVED_QWEN))])
+    check, transport, _clock = run_check(answers, model="qwen")
+    result = check.run()
+    assert result["model_ok"] is True and result["served_model"] == "qwen"
+    assert transport.calls[3][3]["model"] == "qwen"
+
+
+def test_check_model_path_behind_served_name_fails_naming_both():
+    # The caller names the model path, the server was started with --served-model-name qwen.
+    check = run_check(script(v1__models=[ok(json.dumps(MODELS_SERVED_QWEN))]), model="/models/Qwen2.5-72B-Instruct")[0]
+    with pytest.raises(h.HealthCheckError) as err:
+        check.run()
+    assert err.value.msg == ("model '/models/Qwen2.5-72B-Instruct' is not served by http://10.0.0.11:30000; "
+                             "/v1/models lists ['qwen']: check sglang_server_model / model")
+    assert err.value.result["model_ok"] is False
 
 
 def test_check_tls_failure_is_not_retried():
