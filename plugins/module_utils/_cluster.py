@@ -87,7 +87,13 @@ DEFAULTS = {
 # Cluster-wide inputs that are checked but not carried: the roles that own them keep their defaults (None here means
 # "not set", which is always valid). The secrets are checked for their form only and never copied into the plan.
 CHECKED_INPUTS = ('nccl_env_extra', 'nccl_env_deliberate', 'nccl_env_debug', 'nccl_env_ib_disable',
-                  'sglang_server_hf_token', 'sglang_server_api_key')
+                  'sglang_server_hf_token', 'sglang_server_api_key', 'sglang_server_shm_size')
+
+# Variables that no longer do anything: name -> why, and what to do instead (reported as a warning when set).
+REMOVED_INPUTS = {
+    'sglang_server_shm_size': ('has no effect: the container runs with --ipc host, which uses the host\'s /dev/shm '
+                               '(Docker ignores --shm-size then)', 'remove it from the inventory'),
+}
 SECRET_INPUTS = ('sglang_server_hf_token', 'sglang_server_api_key')
 
 CLUSTER_INPUTS = tuple(DEFAULTS) + CHECKED_INPUTS
@@ -579,6 +585,12 @@ def _check_secrets(ctx):
                             'use a long random key, or leave it out and one is generated', ctx.where, ctx.names))
 
 
+def _check_removed(ctx):
+    for var, (why, fix) in REMOVED_INPUTS.items():
+        if ctx.values.get(var) is not None:
+            ctx.add(warning('variable-removed', var, why, fix, ctx.where, ctx.names))
+
+
 def _check_flags(ctx, server_args):
     if not isinstance(server_args, dict):
         ctx.add(problem('sglang-args-not-dict', 'sglang_server_args', 'must be a dict of flag -> value, got %s' % kind(server_args),
@@ -815,6 +827,7 @@ def check_description(description):
     _check_paths_and_names(ctx)
     model = _check_model(ctx)
     _check_secrets(ctx)
+    _check_removed(ctx)
     server_args = ctx.values['sglang_server_args']
     server_args = {} if server_args is None else server_args
     _check_flags(ctx, {k: v for k, v in server_args.items() if k not in TP_KEYS} if isinstance(server_args, dict) else server_args)

@@ -153,8 +153,10 @@ def test_same_flags_in_both_runtimes_only_the_runner_differs(rendered):
             [re.sub(r'--config \S+', '--config X', f) for f in ctr_flags]
     ctr = exec_start(units['ctr-1'])
     for part in ('/usr/bin/docker run --rm --name sglang', '--gpus all', '--network host', '--ipc host',
-                 '--shm-size 32g', 'lmsysorg/sglang:v0.5.23-cu130'):
+                 'lmsysorg/sglang:v0.5.23-cu130'):
         assert part in ctr
+    # --shm-size does nothing beside --ipc host (the host's /dev/shm): one of them only.
+    assert not any(line.startswith('--shm-size') for line in ctr)
     assert any(line.startswith('--env-file ') and line.endswith('/secrets.env') for line in ctr)
     assert any(line.endswith('server.yaml:ro') for line in ctr)
 
@@ -171,6 +173,15 @@ def test_one_flag_per_line_config_first_extras_sorted(rendered):
                                         '--mem-fraction-static', '--schedule-policy', '--trust-remote-code']
     # JSON is passed compact, quoted for systemd.
     assert '--json-model-override-args "{\\"rope_scaling\\":{\\"factor\\":4.0,\\"type\\":\\"yarn\\"}}"' in lines
+
+
+def test_both_runtimes_advertise_the_node_s_cx7_address(rendered):
+    # SGLang's get_local_ip_auto() takes SGLANG_HOST_IP first; without it, the route to 8.8.8.8 (the management port).
+    _rc, _out, units, _generated = rendered
+    for rank in (1, 2):
+        address = '192.168.100.%d' % (10 + rank)
+        assert '--env SGLANG_HOST_IP=%s' % address in exec_start(units['ctr-%d' % rank])
+        assert 'Environment=SGLANG_HOST_IP=%s' % address in units['nat-%d' % rank].splitlines()
 
 
 def test_native_unit_environment_and_hardening(rendered):

@@ -730,6 +730,7 @@ OTHER_VALUE = {
     'nccl_env_ib_disable': True,
     'sglang_server_hf_token': 'hf_%s' % ('c' * 30),
     'sglang_server_api_key': 'k' * 32,
+    'sglang_server_shm_size': '64g',
 }
 
 
@@ -1298,3 +1299,11 @@ def test_memory_fit_reads_the_probes_of_a_probed_plan():
 def test_bad_memory_fit_input_is_refused(weights, infos, fraction, words):
     with pytest.raises(ValueError, match=words):
         plan_memory_fit(weights, infos, fraction)
+
+
+def test_a_removed_variable_is_a_warning_that_says_what_to_do():
+    problems, plan = check_description(describe(2, sglang_server_shm_size='32g'))
+    assert plan is not None
+    assert [(p['code'], p['severity'], p['variable']) for p in problems] == [
+        ('variable-removed', 'warning', 'sglang_server_shm_size')]
+    assert '--ipc host' in problems[0]['message'] and 'Fix: remove it' in problems[0]['message']
