@@ -21,6 +21,10 @@ local_ranks + local_rank`` of ``nnodes * local_ranks``, and for each message siz
    the GPU the timed calls are queued behind a short sleep kernel (see ``measure``), so the time
    is the GPUs', not Python's per-call overhead.
 
+Before any rank starts, ``count_local_ranks`` checks that a ``nccl`` node has a GPU per local rank (it fails at
+once, naming both numbers), and a job of one rank in all (one node, one local rank) stops there with
+``"applicable": false``: there is no link to measure.
+
 Local rank 0's process prints one JSON line: per size the bytes, the time per all-reduce in
 microseconds (the mean over the node's local ranks) and whether the sum was right, or ``{"error": ...}``.
 The bandwidth math is the module's (module_utils/_allreduce.py), not the worker's.
@@ -115,9 +119,10 @@ def run_rank(args, local_rank, local_ranks):
     try:
         dtype = getattr(torch, args.dtype)
         if args.backend == "nccl":
-            if local_rank >= torch.cuda.device_count():
+            gpus = gpu_count(torch)
+            if local_rank >= gpus:
                 return {"error": "local rank %d needs GPU %d but torch sees %d GPU(s) on %s"
-                        % (local_rank, local_rank, torch.cuda.device_count(), args.hostname)}
+                        % (local_rank, local_rank, gpus, args.hostname)}
             torch.cuda.set_device(local_rank)
             device = torch.device("cuda", local_rank)
         else:
@@ -281,20 +286,50 @@ def combine(args, local_ranks, results):
     return report
 
 
+def gpu_count(torch):
+    """The GPUs this node's ranks can use: ``torch.cuda.device_count()``, the one place the worker reads it."""
+    return torch.cuda.device_count()
+
+
+def plural(count, word):
+    return "%d %s%s" % (count, word, "" if count == 1 else "s")
+
+
 def count_local_ranks(args):
-    if args.local_ranks > 0:
-        return args.local_ranks, None
+    """The node's local ranks and None, or 0 and why the run cannot start; judged before any rank starts.
+
+    On ``nccl`` every local rank needs a GPU of its own: asking for more ranks than torch sees GPUs fails here, at
+    once, instead of local rank 0 waiting in the rendezvous for ranks that can never join. On ``gloo`` (CPU) GPUs
+    do not apply.
+    """
     if args.backend == "gloo":
-        return 1, None
+        return (args.local_ranks if args.local_ranks > 0 else 1), None
     try:
         import torch
     except ImportError as exc:
         return 0, "torch cannot be imported by %s on %s: %s" % (sys.executable, args.hostname, exc)
-    count = torch.cuda.device_count()
+    count = gpu_count(torch)
+    if args.local_ranks > 0:
+        if args.local_ranks > count:
+            fix = ("set local_ranks to at most %d or leave it out" % count if count > 0 else
+                   "use backend gloo on CPU-only hosts, or run in the SGLang image with --gpus all")
+            return 0, ("local_ranks %d but this node (%s) has %s (nvidia-smi -L / torch.cuda.device_count()); %s"
+                       % (args.local_ranks, args.hostname, plural(count, "GPU"), fix))
+        return args.local_ranks, None
     if count < 1:
         return 0, ("torch (%s) sees no CUDA GPU on %s: use backend gloo on CPU-only hosts, or run in the "
                    "SGLang image with --gpus all" % (torch.__version__, args.hostname))
     return count, None
+
+
+def not_applicable(args):
+    """The report of a job of one rank in all (one node, one local rank): no link to measure, nothing to run."""
+    return {
+        "hostname": args.hostname, "node_rank": args.node_rank, "nnodes": args.nnodes, "local_ranks": 1,
+        "world_size": 1, "backend": args.backend, "dtype": args.dtype, "applicable": False,
+        "reason": "one node with one rank: there is no link between ranks to measure, so the all-reduce does not "
+                  "apply (it measures the link between nodes)",
+    }
 
 
 def main(argv=None):
@@ -302,6 +337,8 @@ def main(argv=None):
     local_ranks, error = count_local_ranks(args)
     if error:
         report = {"hostname": args.hostname, "node_rank": args.node_rank, "error": error, "stage": "setup"}
+    elif args.nnodes == 1 and local_ranks == 1:
+        report = not_applicable(args)
     else:
         report = combine(args, local_ranks, run_local_ranks(args, local_ranks))
     sys.stdout.flush()

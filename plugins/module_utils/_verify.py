@@ -262,12 +262,17 @@ def allreduce_summary(result, backend, runtime, blockers=(), min_busbw_gbps=None
     """What the report shows of a node's all-reduce (``nccl_allreduce``'s result; skipped when blocked).
 
     The threshold is the one the module used: the value it returns, else the one it was given, else its default.
+    ``applicable`` is False when the module said so (a group of one node with one rank: no link to measure); then
+    there is no bandwidth verdict, and no failure either.
     """
     result = result or {}
     ran = _ran(result)
+    applicable = not (ran and result.get('applicable') is False)
     min_bytes = _first_set(result.get('threshold_min_bytes'), threshold_min_bytes, DEFAULT_THRESHOLD_MIN_BYTES, cast=int)
     return {
         'ran': ran,
+        'applicable': applicable,
+        'not_applicable_reason': None if applicable else result.get('reason'),
         'blockers': [dict(b) for b in blockers or ()],
         'backend': backend,
         'runtime': runtime,
@@ -281,9 +286,9 @@ def allreduce_summary(result, backend, runtime, blockers=(), min_busbw_gbps=None
         'threshold_min_bytes': min_bytes,
         'threshold_min_size': human_bytes(min_bytes),
         'threshold_applied': bool(result.get('threshold_applied', False)),
-        'passed': bool(ran and result.get('passed', False)),
+        'passed': bool(ran and applicable and result.get('passed', False)),
         'problems': list(result.get('problems') or ()),
-        'error': result.get('msg') if ran else None,
+        'error': result.get('msg') if ran and applicable else None,
     }
 
 
@@ -297,7 +302,10 @@ def _first_set(*values, **kwargs):
 
 def allreduce_failures(summary, host, link_down=()):
     """The all-reduce failures of a node: the run failed (wrong sums, too slow, an error), or it could not start
-    because a twin of this node is down. A run blocked by another node is that node's failure, not this one's."""
+    because a twin of this node is down. A run blocked by another node is that node's failure, not this one's.
+    A run that does not apply (one node, one rank) is no failure."""
+    if summary['ran'] and not summary.get('applicable', True):
+        return []
     if summary['ran']:
         if summary['passed'] and not summary['error']:
             return []
@@ -439,7 +447,8 @@ def cluster_verdict(node_reports, allreduce, health):
     """The verdict of a group: ``{verdict, passed, failures}``, each failure ``{host, check, code, reason}``.
 
     Every node's failures count. Should the head list none while its all-reduce or health check did not pass (a
-    result that names no failure), that counts against the head too, so that ``pass`` always means both passed.
+    result that names no failure), that counts against the head too, so that ``pass`` always means both passed
+    (the all-reduce: passed, or not applicable, on a group of one node with one rank).
     """
     failures = []
     for report in node_reports:
@@ -449,7 +458,7 @@ def cluster_verdict(node_reports, allreduce, health):
     if not failures and head is not None:
         allreduce = allreduce or {}
         health = health or {}
-        if not allreduce.get('passed'):
+        if not allreduce.get('passed') and allreduce.get('applicable', True):
             failures.append(dict(failure(CHECK_ALLREDUCE, 'allreduce-not-passed',
                                          allreduce.get('error') or 'the all-reduce did not pass'), host=head))
         if not health.get('checked') or health.get('error') or not health.get('healthy'):
@@ -458,7 +467,7 @@ def cluster_verdict(node_reports, allreduce, health):
     return {'verdict': 'fail' if failures else 'pass', 'passed': not failures, 'failures': failures}
 
 
-_NODE_ALLREDUCE_KEYS = ('backend', 'runtime', 'ran', 'passed', 'error')
+_NODE_ALLREDUCE_KEYS = ('backend', 'runtime', 'ran', 'applicable', 'passed', 'error')
 
 
 def group_report(plan, group_name, node_reports, timestamp, report_dir=None):

@@ -29,6 +29,10 @@ description:
   - All nodes must run the task at the same time. A play with fewer forks than nodes, or with
     C(serial) smaller than the number of nodes, deadlocks in the rendezvous until O(timeout). Pass
     O(forks) so that the first case fails at once; C(serial) cannot be seen from a module.
+  - On C(nccl) every local rank needs a GPU of its own, so O(local_ranks) above the number of GPUs that torch sees
+    on the node fails at once, before any rendezvous, naming both numbers.
+  - A job of one rank in all (O(nnodes=1) and one local rank) has no link between ranks to measure; the module
+    returns RV(applicable=false) and RV(reason) without running an all-reduce, and does not fail.
   - The worker runs in a process session of its own; on timeout the module ends the whole group
     (and the container) and says whether anything was left running.
 author:
@@ -61,6 +65,7 @@ options:
     description:
       - Ranks started on this node. Every node must start the same number.
       - Left out, the worker starts one per GPU that torch sees for C(nccl), one for C(gloo).
+      - On C(nccl), more than the GPUs that torch sees on the node (C(torch.cuda.device_count())) fails at once.
     type: int
   forks:
     description:
@@ -175,6 +180,19 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+applicable:
+  description:
+    - Whether the all-reduce applies. V(false) for a job of one rank in all (O(nnodes=1) and one local rank, e.g.
+      a one-node cluster of one GPU). There is no link to measure, nothing ran, and the keys returned "when the
+      worker ran to the end" (RV(results), RV(passed), and the others) are absent.
+  returned: when the worker ran
+  type: bool
+  sample: true
+reason:
+  description: Why the all-reduce does not apply.
+  returned: when RV(applicable) is V(false)
+  type: str
+  sample: "one node with one rank: there is no link between ranks to measure, so the all-reduce does not apply (it measures the link between nodes)"
 results:
   description: One entry per message size.
   returned: when the worker ran to the end
@@ -236,12 +254,12 @@ problems:
   sample: []
 world_size:
   description: Number of ranks in the job (nodes x local ranks).
-  returned: when the worker ran to the end
+  returned: when the worker ran
   type: int
   sample: 2
 local_ranks:
-  description: Ranks this node started.
-  returned: when the worker ran to the end
+  description: Ranks this node started (would start, when RV(applicable) is V(false)).
+  returned: when the worker ran
   type: int
   sample: 1
 torch_version:
@@ -380,12 +398,15 @@ def main():
                          % (exc, hostname, rc, argv[0], " with CUDA" if params["backend"] == "nccl" else ""), **facts)
     if "error" in report:
         module.fail_json(msg=report["error"], errors=report.get("errors", []), stage=report.get("stage"), **facts)
+    if report.get("applicable") is False:
+        module.exit_json(changed=False, cmd=argv, applicable=False, reason=report["reason"],
+                         world_size=report["world_size"], local_ranks=report["local_ranks"])
 
     results = build_table(report["raw"], report["world_size"])
     passed, peak, applied, problems = evaluate(
         results, params["min_busbw_gbps"], params["threshold_min_bytes"], params["backend"])
     result = dict(
-        changed=False, cmd=argv, results=results, peak_busbw_gbps=peak, passed=passed,
+        changed=False, cmd=argv, applicable=True, results=results, peak_busbw_gbps=peak, passed=passed,
         threshold_applied=applied, min_busbw_gbps=params["min_busbw_gbps"],
         threshold_min_bytes=params["threshold_min_bytes"], problems=problems, world_size=report["world_size"],
         local_ranks=report["local_ranks"], torch_version=report.get("torch_version"),

@@ -20,6 +20,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -113,7 +114,7 @@ def module_args(**overrides):
 def test_module_one_node_two_local_ranks():
     result = run_module(module_args())
     assert not result.get("failed"), result.get("msg")
-    assert result["changed"] is False
+    assert (result["changed"], result["applicable"]) == (False, True)
     assert (result["passed"], result["threshold_applied"], result["problems"]) == (True, False, [])
     assert (result["world_size"], result["local_ranks"]) == (2, 2)
     assert [row["bytes"] for row in result["results"]] == SIZES
@@ -149,6 +150,42 @@ def test_module_timeout_leaves_no_rank_running(tmp_path):
     for pid in map(int, pids.read_text().split()):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def one_gpu_python(tmp_path, gpus=1):
+    """A "python" for the worker whose torch sees ``gpus`` CUDA GPUs: the real torch and the real worker, with
+    ``torch.cuda.device_count`` (where the worker reads the count) answering ``gpus``."""
+    fake = tmp_path / ("python-with-%d-gpu" % gpus)
+    fake.write_text(
+        "#!/bin/sh\nexec %s -c 'import runpy, sys, torch\n"
+        "torch.cuda.device_count = lambda: %d\n"
+        "sys.argv = sys.argv[1:]\n"
+        "runpy.run_path(sys.argv[0], run_name=\"__main__\")' \"$@\"\n" % (sys.executable, gpus))
+    fake.chmod(0o755)
+    return str(fake)
+
+
+def test_module_fails_at_once_with_more_local_ranks_than_gpus(tmp_path):
+    # A one-GPU node asked for two ranks: before, local rank 0 waited in the rendezvous until torch's timeout
+    # (105 s at timeout 120) for a rank that never came. Now the worker counts the GPUs before any rank starts.
+    began = time.monotonic()
+    result = run_module(module_args(backend="nccl", python=one_gpu_python(tmp_path), nnodes=1, local_ranks=2,
+                                    timeout=120))
+    elapsed = time.monotonic() - began
+    assert result["failed"]
+    assert result["msg"] == (
+        "local_ranks 2 but this node (%s) has 1 GPU (nvidia-smi -L / torch.cuda.device_count()); "
+        "set local_ranks to at most 1 or leave it out" % socket.gethostname())
+    assert result["stage"] == "setup"
+    assert elapsed < 30  # ansible and one torch import; no rendezvous, far from the 105 s timeout
+
+
+def test_module_one_node_of_one_rank_is_not_applicable():
+    result = run_module(module_args(nnodes=1, local_ranks=1))
+    assert not result.get("failed"), result.get("msg")
+    assert (result["applicable"], result["world_size"], result["local_ranks"]) == (False, 1, 1)
+    assert "no link between ranks to measure" in result["reason"]
+    assert "results" not in result and "passed" not in result
 
 
 PLAYBOOK = """

@@ -30,6 +30,8 @@ def human_bytes(n):
 
 def threshold_label(allreduce):
     gbps = float(allreduce.get("threshold_gbps") or 0)
+    if allreduce.get("applicable") is False:
+        return "threshold %g GB/s: not applicable (one node)" % gbps
     if allreduce.get("threshold_applied"):
         return "threshold %g GB/s (from %s)" % (gbps, human_bytes(allreduce.get("threshold_min_bytes") or 0))
     return "threshold %g GB/s: not applied (%s)" % (gbps, allreduce.get("backend") or "no run")

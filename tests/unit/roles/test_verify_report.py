@@ -89,9 +89,14 @@ def probe(down=False):
             'link_problems': problems}
 
 
-def plan(tmp_path, url, down=False):
-    """Both nodes on 127.0.0.1 (their CX7 addresses too), the rest as in the lab."""
+def plan(tmp_path, url, down=False, one_node=False):
+    """Both nodes on 127.0.0.1 (their CX7 addresses too), the rest as in the lab; ``one_node``: H1 alone."""
     node = {'group': 'spark', 'cx7_addresses': ['127.0.0.1', '127.0.0.1']}
+    if one_node:
+        alone = plan(tmp_path, url)
+        alone['groups']['spark'].update(hosts=[H1], nnodes=1, tp_size=1)
+        del alone['nodes'][H2]
+        return alone
     return {
         'stage': 'probed',
         'nccl_env_file': str(tmp_path / 'nccl.env'),
@@ -139,7 +144,7 @@ class StandIn:
             self.proc.wait()
 
 
-def run_verify(tmp_path, url, unit_state, down=False, unreachable=False):
+def run_verify(tmp_path, url, unit_state, down=False, unreachable=False, one_node=False):
     """Run the role; returns (rc, output, report folder)."""
     (tmp_path / 'etc').mkdir()
     (tmp_path / 'etc' / 'server.yaml').write_text(yaml.safe_dump({'model-path': MODEL, 'api-key': KEY}))
@@ -151,12 +156,12 @@ def run_verify(tmp_path, url, unit_state, down=False, unreachable=False):
     (bin_dir / 'systemctl').chmod(0o755)
     (bin_dir / 'unit-state').write_text(unit_state)
     local = {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable}
-    hosts = {H1: dict(local), H2: dict(local)}
+    hosts = {H1: dict(local)} if one_node else {H1: dict(local), H2: dict(local)}
     if unreachable:
         hosts[H2] = {'ansible_connection': 'ssh', 'ansible_host': '192.0.2.1', 'ansible_user': 'nobody',
                      'ansible_ssh_common_args': '-o ConnectTimeout=2 -o StrictHostKeyChecking=no'}
     inventory = {'all': {'children': {'spark': {'hosts': hosts, 'vars': {
-        'spark_cluster_plan': plan(tmp_path, url, down),
+        'spark_cluster_plan': plan(tmp_path, url, down, one_node),
         'verify_allreduce_backend': 'gloo',
         'verify_allreduce_runtime': 'python',
         'verify_allreduce_python': sys.executable,
@@ -200,6 +205,11 @@ def failing(tmp_path_factory, standin):
 @pytest.fixture(scope='module')
 def unreachable(tmp_path_factory, standin):
     return run_verify(tmp_path_factory.mktemp('unreachable'), standin, ACTIVE, unreachable=True)
+
+
+@pytest.fixture(scope='module')
+def one_node(tmp_path_factory, standin):
+    return run_verify(tmp_path_factory.mktemp('one'), standin, ACTIVE, one_node=True)
 
 
 def has_matplotlib():
@@ -304,3 +314,19 @@ def test_unreachable_node_is_named_and_blocks_the_allreduce(unreachable):
     assert report['allreduce']['ran'] is False
     assert [b['host'] for b in report['allreduce']['blockers']] == [H2]
     assert report['health']['healthy'] is True, 'rank 0 was still checked'
+
+
+def test_one_node_cluster_shows_the_allreduce_as_not_applicable_and_passes(one_node):
+    rc, out, folder = one_node
+    assert rc == 0, out[-4000:]
+    assert 'verdict PASS; all-reduce not applicable (one node)' in out
+    report = json.loads((folder / 'report.json').read_text())
+    assert (report['verdict'], report['nnodes'], report['failures']) == ('pass', 1, [])
+    allreduce = report['allreduce']
+    assert (allreduce['ran'], allreduce['applicable'], allreduce['results']) == (True, False, [])
+    assert allreduce['passed'] is False and allreduce['error'] is None
+    assert report['nodes'][0]['allreduce']['applicable'] is False
+    md = (folder / 'report.md').read_text()
+    assert '| All-reduce | ok | not applicable (one node) |' in md
+    assert 'Not applicable (one node): a group of one node with one rank has no link between ranks' in md
+    assert 'Peak bus bandwidth' not in md and '**FAIL**' not in md

@@ -241,6 +241,89 @@ def test_worker_rendezvous_message_names_host_and_address():
     assert _allreduce_worker.expected_sum(8) == 36
 
 
+# --- the worker's checks before any rank starts ------------------------------------------------------------
+
+class FakeCuda:
+    """Stands in for ``torch.cuda`` on a node with ``gpus`` GPUs; counts how often the worker asks."""
+
+    def __init__(self, gpus):
+        self.gpus = gpus
+        self.asked = 0
+
+    def device_count(self):
+        self.asked += 1
+        return self.gpus
+
+
+def fake_torch(monkeypatch, gpus):
+    """A ``torch`` whose only CUDA answer is the GPU count, seen by the worker's real ``import torch``."""
+    torch = type(sys)("torch")
+    torch.__version__ = "0.0.0+fake"
+    torch.cuda = FakeCuda(gpus)
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    return torch
+
+
+def worker_main(monkeypatch, capsys, *extra):
+    """Run the worker's main in-process; any rank start (rendezvous) fails the test. Returns (rc, report, seconds)."""
+    def no_ranks(*_args, **_kwargs):
+        raise AssertionError("the worker started its ranks (and would wait in the rendezvous)")
+
+    monkeypatch.setattr(_allreduce_worker, "run_local_ranks", no_ranks)
+    began = time.monotonic()
+    rc = _allreduce_worker.main([
+        "--master-addr", "127.0.0.1", "--master-port", "29511", "--node-rank", "0", "--sizes", "8,16",
+        "--hostname", "spark-01", "--pg-timeout", "285"] + list(extra))
+    elapsed = time.monotonic() - began
+    return rc, parse_worker_output(capsys.readouterr().out), elapsed
+
+
+@pytest.mark.parametrize("gpus, local_ranks, text", [
+    (1, 2, "local_ranks 2 but this node (spark-01) has 1 GPU (nvidia-smi -L / torch.cuda.device_count()); "
+           "set local_ranks to at most 1 or leave it out"),
+    (2, 4, "local_ranks 4 but this node (spark-01) has 2 GPUs (nvidia-smi -L / torch.cuda.device_count()); "
+           "set local_ranks to at most 2 or leave it out"),
+    (0, 1, "local_ranks 1 but this node (spark-01) has 0 GPUs (nvidia-smi -L / torch.cuda.device_count()); "
+           "use backend gloo on CPU-only hosts"),
+])
+def test_worker_fails_at_once_with_more_local_ranks_than_gpus(monkeypatch, capsys, gpus, local_ranks, text):
+    torch = fake_torch(monkeypatch, gpus)
+    rc, report, elapsed = worker_main(monkeypatch, capsys, "--backend", "nccl", "--nnodes", "2",
+                                      "--local-ranks", str(local_ranks))
+    assert rc == 1
+    assert report["stage"] == "setup"
+    assert report["error"].startswith(text)
+    assert torch.cuda.asked == 1
+    assert elapsed < 2.0  # no rendezvous, no timeout
+
+
+def test_worker_takes_as_many_local_ranks_as_gpus(monkeypatch):
+    fake_torch(monkeypatch, 2)
+    args = _allreduce_worker.parse_args(["--master-addr", "h", "--master-port", "1", "--nnodes", "2",
+                                         "--node-rank", "0", "--sizes", "8", "--local-ranks", "2"])
+    assert _allreduce_worker.count_local_ranks(args) == (2, None)
+    args.local_ranks = 0  # left out: one per GPU
+    assert _allreduce_worker.count_local_ranks(args) == (2, None)
+
+
+def test_worker_on_gloo_does_not_count_gpus(monkeypatch):
+    torch = fake_torch(monkeypatch, 0)
+    args = _allreduce_worker.parse_args(["--backend", "gloo", "--master-addr", "h", "--master-port", "1",
+                                         "--nnodes", "1", "--node-rank", "0", "--sizes", "8", "--local-ranks", "3"])
+    assert _allreduce_worker.count_local_ranks(args) == (3, None)
+    assert torch.cuda.asked == 0
+
+
+@pytest.mark.parametrize("backend, local_ranks", [("nccl", []), ("nccl", ["--local-ranks", "1"]), ("gloo", [])])
+def test_worker_of_one_rank_in_all_says_not_applicable_and_runs_nothing(monkeypatch, capsys, backend, local_ranks):
+    fake_torch(monkeypatch, 1)
+    rc, report, _elapsed = worker_main(monkeypatch, capsys, "--backend", backend, "--nnodes", "1", *local_ranks)
+    assert rc == 0
+    assert (report["applicable"], report["world_size"], report["local_ranks"]) == (False, 1, 1)
+    assert "no link between ranks to measure" in report["reason"]
+    assert "error" not in report
+
+
 # --- runner ----------------------------------------------------------------------------------------------
 
 def test_run_group_returns_output_and_rc():

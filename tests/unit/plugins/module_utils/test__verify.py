@@ -289,6 +289,37 @@ def test_allreduce_failures_by_code():
         assert node['allreduce']['passed'] is False and node['allreduce']['error'] == result['msg']
 
 
+NOT_APPLICABLE = {'changed': False, 'failed': False, 'applicable': False, 'world_size': 1, 'local_ranks': 1,
+                  'reason': 'one node with one rank: there is no link between ranks to measure, so the all-reduce '
+                            'does not apply (it measures the link between nodes)', 'cmd': ['python3', '/tmp/w.py']}
+
+
+def test_one_node_allreduce_is_not_applicable_and_no_failure():
+    summary = v.allreduce_summary(NOT_APPLICABLE, 'nccl', 'container')
+    assert (summary['ran'], summary['applicable'], summary['passed'], summary['error']) == (True, False, False, None)
+    assert summary['not_applicable_reason'] == NOT_APPLICABLE['reason']
+    assert summary['results'] == [] and summary['peak_busbw_gbps'] is None
+    assert v.allreduce_failures(summary, H1) == []
+    # applicable unless the module said otherwise: a run, a skipped run, an older result without the key
+    assert v.allreduce_summary(ALLREDUCE, 'gloo', 'python')['applicable'] is True
+    assert v.allreduce_summary(SKIPPED, 'gloo', 'python')['applicable'] is True
+    assert v.allreduce_summary(dict(ALLREDUCE, applicable=True), 'gloo', 'python')['passed'] is True
+
+
+def test_one_node_group_passes_without_an_allreduce_verdict():
+    plan = lab_plan()
+    plan['groups']['spark'].update(hosts=[H1], nnodes=1, tp_size=1)
+    del plan['nodes'][H2]
+    node = report(plan, H1, allreduce=NOT_APPLICABLE, backend='nccl', require_rdma=False)
+    assert node['failures'] == []
+    [group] = v.group_reports(plan, {H1: node}, 'T')
+    assert (group['verdict'], group['failures']) == ('pass', [])
+    assert group['allreduce']['applicable'] is False and group['nodes'][0]['allreduce']['applicable'] is False
+    # ... but an all-reduce that applies and did not pass still fails the head
+    verdict = v.cluster_verdict([node], {'applicable': True, 'passed': False}, {'checked': True, 'healthy': True})
+    assert [(f['host'], f['code']) for f in verdict['failures']] == [(H1, 'allreduce-not-passed')]
+
+
 def test_threshold_is_the_one_the_module_used():
     plan = lab_plan()
     default = report(plan, H1)['allreduce']
@@ -383,7 +414,9 @@ def test_passing_group_report():
     assert group['allreduce']['blockers'] == []
     assert group['health']['ttft_s'] == 0.0065
     assert [n['host'] for n in group['nodes']] == [H1, H2]
-    assert all(set(n['allreduce']) == {'backend', 'runtime', 'ran', 'passed', 'error'} for n in group['nodes'])
+    assert all(set(n['allreduce']) == {'backend', 'runtime', 'ran', 'applicable', 'passed', 'error'}
+               for n in group['nodes'])
+    assert group['allreduce']['applicable'] is True
     assert all('health' not in n for n in group['nodes'])
     assert 'health' in nodes[H1] and 'results' in nodes[H1]['allreduce'], 'the inputs are not changed'
 
