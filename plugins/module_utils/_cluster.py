@@ -932,6 +932,18 @@ def _version_key(version):
     return tuple((0, int(p), '') if p.isdigit() else (1, 0, p) for p in re.split(r'[.-]', str(version)))
 
 
+# What to do about a GPU driver that is not ready, by the probe's driver state (the plan's problems and verify's
+# report both say it).
+DRIVER_FIX = {
+    'absent': ('on DGX OS the driver comes with the OS: reboot or repair it; elsewhere run site.yml, whose '
+               'nvidia_driver role installs it (nvidia_driver_mode: auto)'),
+    'not-loaded': 'reboot the node, or load the kernel module (`modprobe nvidia`) and read `dmesg` if it fails',
+    'not-probed': 'run the preflight role on this host in the same play (playbooks/verify.yml does)',
+    'mismatch': 'reboot the node: the loaded kernel module is older than the driver libraries',
+    'no-gpu': 'check that the GPU is seated and seen (`lspci | grep -i nvidia`, `nvidia-smi`)',
+    'error': 'run `nvidia-smi` on the node and read what it says',
+}
+
 NOT_PROBED = 'not probed: the host is not in this run (left out by --limit, or unreachable)'
 
 
@@ -989,9 +1001,7 @@ def _driver_problems(plan, allow_missing_driver, expected):
                                     'run on every host of group %s once each is reachable' % node['group'], where, [name]))
         else:
             problems.append(problem('gpu-driver-' + driver['state'], 'NVIDIA driver', driver['message'] or driver['state'],
-                                    'on DGX OS the driver comes with the OS: reboot or repair it; elsewhere run site.yml '
-                                    'with nvidia_driver_mode: auto' if driver['state'] in ('absent', 'not-loaded') else None,
-                                    where, [name]))
+                                    DRIVER_FIX.get(driver['state'], DRIVER_FIX['error']), where, [name]))
     versions = {}
     models = {}
     for name, probe in sorted(ready.items()):

@@ -27,6 +27,7 @@ from ansible_collections.dgxspark.sglang.plugins.module_utils._allreduce import 
     DEFAULT_MIN_BUSBW_GBPS,
     DEFAULT_THRESHOLD_MIN_BYTES,
 )
+from ansible_collections.dgxspark.sglang.plugins.module_utils._cluster import DRIVER_FIX
 
 # The checks of a node, in the order the report shows them.
 CHECK_REACHABLE = 'reachable'
@@ -51,16 +52,6 @@ INTERFACE_KEYS = ('name', 'present', 'operstate', 'speed_mbps', 'mtu', 'ipv4', '
 COMPLETION_TEXT_MAX = 200
 
 _ESCAPED = re.compile(r'\\(["\\`$])')
-
-# What to do about a GPU driver that is not ready, by the probe's driver state.
-_DRIVER_FIX = {
-    'absent': 'run site.yml (the nvidia_driver role installs the driver; on DGX OS it comes with the OS)',
-    'not-loaded': 'reboot the node, or load the kernel module (`modprobe nvidia`) and read `dmesg` if it fails',
-    'not-probed': 'run the preflight role on this host in the same play (playbooks/verify.yml does)',
-    'mismatch': 'reboot the node: the loaded kernel module is older than the driver libraries',
-    'no-gpu': 'check that the GPU is seated and seen (`lspci | grep -i nvidia`, `nvidia-smi`)',
-    'error': 'run `nvidia-smi` on the node and read what it says',
-}
 
 
 def human_bytes(count):
@@ -182,7 +173,7 @@ def gpu_section(probe, expected_count, host):
     failures = []
     if state != 'ready':
         what = driver.get('message') or 'the GPU driver is %s' % (state or 'not probed')
-        fix = _DRIVER_FIX.get(state, _DRIVER_FIX['error'])
+        fix = DRIVER_FIX.get(state, DRIVER_FIX['error'])
         failures.append(failure(CHECK_GPU, 'gpu-driver-%s' % (state or 'unknown'),
                                 '%s on %s. Fix: %s' % (what.rstrip('.'), host, fix)))
     elif expected_count is not None and probe.get('gpu_count') != expected_count:
