@@ -15,16 +15,12 @@ node; lab-spark-02 unreachable. Needs torch (requirements-dev.txt pins the CPU w
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pathlib
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
@@ -34,12 +30,12 @@ from ansible_collections.dgxspark.sglang.plugins.module_utils._allreduce import 
     DEFAULT_THRESHOLD_MIN_BYTES,
 )
 from ansible_collections.dgxspark.sglang.plugins.module_utils._nccl import render_env_file
+from ansible_collections.dgxspark.sglang.tests.unit.standin import StandIn, free_port
 
 pytest.importorskip('torch', reason='torch is not installed: make venv (requirements-dev.txt pins torch)')
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 PLAYBOOK_BIN = pathlib.Path(sys.executable).parent / 'ansible-playbook'
-STANDIN = ROOT / 'tests' / 'lab' / 'sglang_standin'
 MODEL = 'Qwen/Qwen2.5-0.5B-Instruct'
 KEY = 'lab-key-0123'
 A, B = 'enp1s0f1np1', 'enP2p1s0f1np1'
@@ -59,12 +55,6 @@ SYSTEMCTL = """#!/bin/sh
 # systemctl show UNIT --property=...: the state the test wrote beside this script.
 cat "$(dirname "$0")/unit-state"
 """
-
-
-def free_port():
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def veth(name, up=True):
@@ -113,37 +103,6 @@ def plan(tmp_path, url, down=False, one_node=False):
     }
 
 
-class StandIn:
-    """The lab's SGLang stand-in as rank 0 of a one-node group, on a free port."""
-
-    def __init__(self, tmp_path):
-        self.port = free_port()
-        self.log = tmp_path / 'standin.log'
-        env = dict(os.environ, PYTHONPATH=str(STANDIN), SGLANG_STANDIN_TOKEN_DELAY='0.01')
-        env.pop('SGLANG_API_KEY', None)
-        with open(self.log, 'w') as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, '-m', 'sglang.launch_server', '--model-path', MODEL, '--host', '127.0.0.1',
-                 '--port', str(self.port), '--enable-metrics', '--api-key', KEY, '--tp-size', '1', '--nnodes', '1',
-                 '--node-rank', '0'], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path))
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            with contextlib.closing(socket.socket()) as sock:
-                if sock.connect_ex(('127.0.0.1', self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise AssertionError('stand-in not listening:\n' + self.log.read_text())
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 def run_verify(tmp_path, url, unit_state, down=False, unreachable=False, one_node=False):
     """Run the role; returns (rc, output, report folder)."""
     (tmp_path / 'etc').mkdir()
@@ -187,8 +146,13 @@ STOPPED = 'LoadState=loaded\nActiveState=inactive\nSubState=dead\nNRestarts=0\n'
 
 @pytest.fixture(scope='module')
 def standin(tmp_path_factory):
-    server = StandIn(tmp_path_factory.mktemp('standin'))
-    yield 'http://127.0.0.1:%d' % server.port
+    # The lab's SGLang stand-in as rank 0 of a one-node group, on a free port.
+    port = free_port()
+    server = StandIn(tmp_path_factory.mktemp('standin'), 'standin', '--model-path', MODEL, '--host', '127.0.0.1',
+                     '--port', str(port), '--enable-metrics', '--api-key', KEY, '--tp-size', '1', '--nnodes', '1',
+                     '--node-rank', '0')
+    server.wait_listening(port, timeout=10)
+    yield 'http://127.0.0.1:%d' % port
     server.stop()
 
 
