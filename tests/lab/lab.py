@@ -84,7 +84,12 @@ STANDIN_MOUNT = "/opt/dgxspark-sglang"
 SSH_WAIT_S = 60
 # The machines' interpreter is bookworm's /usr/bin/python3 (3.11): a venv built with the host's own
 # (the same Debian release) runs inside them unchanged when mounted at the same path.
-TORCH_PIN = "torch==2.13.0"
+# The lab's venv: torch for the gloo all-reduce, and SGLang 0.5.23's wheel (--no-deps, as the controller's venv has it,
+# Makefile) so that the stand-in for launch_server runs SGLang's own parser, address rule and message queue.
+# Pins come from the requirement files, their one home: these packages of requirements-dev.txt (installed with their
+# dependencies), then requirements-sglang.txt with --no-deps.
+DEV_PINS_FOR_SGLANG = ("torch", "numpy", "pillow", "pydantic", "attrs", "Pygments")
+SGLANG_REQUIREMENTS = REPO / "requirements-sglang.txt"
 TORCH_PYTHON = "/usr/bin/python3"
 TORCH_STAMP_NAME = ".dgxspark-lab-stamp"
 STOP_WAIT_S = 25
@@ -482,10 +487,26 @@ def torch_wanted(args):
     return bool(getattr(args, "with_torch", False)) or os.environ.get("DGXSPARK_LAB_TORCH", "") in ("1", "true", "yes")
 
 
+def dev_pins():
+    """The requirements-dev.txt lines of DEV_PINS_FOR_SGLANG (``name==version``), in that order."""
+    found = {}
+    for line in (REPO / "requirements-dev.txt").read_text().splitlines():
+        spec = line.split("#", 1)[0].strip()
+        name = re.split(r"[=<>!~ ;\[]", spec, maxsplit=1)[0]
+        if name.lower() in (n.lower() for n in DEV_PINS_FOR_SGLANG):
+            found[name.lower()] = spec
+    missing = [n for n in DEV_PINS_FOR_SGLANG if n.lower() not in found]
+    if missing:
+        raise LabError("requirements-dev.txt pins no %s: the lab's venv takes their versions from there"
+                       % ", ".join(missing))
+    return [found[n.lower()] for n in DEV_PINS_FOR_SGLANG]
+
+
 def torch_stamp():
-    """What the venv was built from: the pin and the exact interpreter (a Python upgrade rebuilds it)."""
+    """What the venv was built from: the pins, SGLang's requirement file and the exact interpreter."""
     res = run([TORCH_PYTHON, "-c", "import sys; print(sys.version.split()[0])"])
-    return "%s python %s" % (TORCH_PIN, res.stdout.strip())
+    sglang = hashlib.sha256(SGLANG_REQUIREMENTS.read_bytes()).hexdigest()[:16]
+    return "%s sglang-requirements %s python %s" % (" ".join(dev_pins()), sglang, res.stdout.strip())
 
 
 def torch_ready():
@@ -507,20 +528,26 @@ def build_torch_venv(force=False):
         shutil.rmtree(venv)
     LAB_DIR.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    log("building %s: %s -m venv, pip install %s (once; cached)" % (venv, TORCH_PYTHON, TORCH_PIN))
+    log("building %s: %s -m venv, pip install %s, then SGLang's wheel (once; cached)"
+        % (venv, TORCH_PYTHON, " ".join(dev_pins())))
     res = run([TORCH_PYTHON, "-m", "venv", str(venv)], check=False)
     if res.returncode != 0:
         raise LabError("%s -m venv failed (rc=%s): %s\nFix: run tests/lab/install-deps.sh (python3-venv)"
                        % (TORCH_PYTHON, res.returncode, (res.stderr or res.stdout).strip()[-2000:]))
-    res = run([str(venv / "bin/pip"), "install", "--quiet", "--disable-pip-version-check", TORCH_PIN], check=False)
-    if res.returncode != 0:
-        shutil.rmtree(venv, ignore_errors=True)
-        raise LabError("pip install %s failed (rc=%s):\n%s" % (TORCH_PIN, res.returncode,
-                                                               ((res.stdout or "") + (res.stderr or ""))[-4000:]))
+    pip = [str(venv / "bin/pip"), "install", "--quiet", "--disable-pip-version-check"]
+    for argv in (pip + dev_pins(), pip + ["--no-deps", "-r", str(SGLANG_REQUIREMENTS)]):
+        res = run(argv, check=False)
+        if res.returncode != 0:
+            shutil.rmtree(venv, ignore_errors=True)
+            raise LabError("%s failed (rc=%s):\n%s" % (" ".join(argv[2:]), res.returncode,
+                                                       ((res.stdout or "") + (res.stderr or ""))[-4000:]))
     check = run([str(venv / "bin/python"), "-c", "import torch, torch.distributed as d; "
+                 "from sglang.srt.server_args import ServerArgs; "
+                 "from sglang.srt.distributed.device_communicators.shm_broadcast import MessageQueue; "
                  "print(torch.__version__, d.is_gloo_available())"], check=False)
     if check.returncode != 0 or not check.stdout.strip().endswith("True"):
-        raise LabError("torch in %s does not import or has no gloo: %s%s" % (venv, check.stdout, check.stderr))
+        raise LabError("torch or SGLang in %s does not import, or torch has no gloo: %s%s"
+                       % (venv, check.stdout, check.stderr[-4000:]))
     (venv / TORCH_STAMP_NAME).write_text(torch_stamp() + "\n")
     log("torch venv ready in %.1f s (%s)" % (time.monotonic() - t0, check.stdout.strip()))
     return True
@@ -550,6 +577,55 @@ def ensure_switch():
     if CTL_IP not in run(["ip", "-n", CTL_NS, "-4", "addr", "show", "dev", "mgmt0"]).stdout:
         run(["ip", "-n", CTL_NS, "addr", "add", CTL_IP + "/24", "dev", "mgmt0"])
     run(["ip", "-n", CTL_NS, "link", "set", "mgmt0", "up"])
+    ensure_mgmt_filter()
+
+
+# The management network of a Spark is the LAN: the controller (Ansible, the apt mirror, later the hub, a registry,
+# Prometheus, API clients) reaches every machine there, but cluster traffic between Sparks must never use it.
+# The bridge lets only SSH cross between machines, so that anything of the cluster that picks the management
+# address (SGLang without SGLANG_HOST_IP, NCCL or gloo without their *_SOCKET_IFNAME) fails in the lab as it
+# would on Sparks whose LAN ports are firewalled or slow. Stateless (the kernel has no bridge conntrack):
+# TCP port 22 either way. Dropped frames are counted: `lab.py status` prints the counter.
+MGMT_FILTER_TABLE = "dgxlab_mgmt"
+MAX_NODES = 64  # the filter names every possible port of the management bridge
+
+
+def mgmt_filter_rules():
+    return """\
+table bridge %(table)s {
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    iifname != { %(ports)s } accept
+    ether type arp accept
+    ip saddr %(ctl)s accept
+    ip daddr %(ctl)s accept
+    tcp dport 22 accept
+    tcp sport 22 accept
+    counter drop comment "between machines, only SSH crosses the management network"
+  }
+}
+""" % {"table": MGMT_FILTER_TABLE, "ctl": CTL_IP, "ports": ", ".join('"%s"' % p for p in mgmt_ports())}
+
+
+def mgmt_ports():
+    """The switch ends of the management bridge's ports (nodes 1..MAX_NODES and the controller)."""
+    return ["ctl-mgmt"] + ["n%d-mgmt" % i for i in range(1, MAX_NODES + 1)]
+
+
+def ensure_mgmt_filter():
+    """(Re)load the management bridge's filter in the switch namespace: the machines cannot change it."""
+    if not shutil.which("nft"):
+        raise LabError("nft is missing: the lab filters its management bridge with nftables.\n"
+                       "Fix: run tests/lab/install-deps.sh (nftables)")
+    run(["ip", "netns", "exec", SW_NS, "nft", "-f", "-"], input="add table bridge %s\ndelete table bridge %s\n%s"
+        % (MGMT_FILTER_TABLE, MGMT_FILTER_TABLE, mgmt_filter_rules()))
+
+
+def mgmt_filter_drops():
+    """Frames the management filter dropped so far (None when the filter is not loaded)."""
+    res = run(["ip", "netns", "exec", SW_NS, "nft", "list", "table", "bridge", MGMT_FILTER_TABLE], check=False)
+    found = re.search(r"counter packets (\d+)", res.stdout or "")
+    return int(found.group(1)) if res.returncode == 0 and found else None
 
 
 def ensure_node_net(i):
@@ -570,6 +646,11 @@ def ensure_node_net(i):
     if node_ip(i) not in run(["ip", "-n", ns, "-4", "addr", "show", "dev", MGMT_IF]).stdout:
         run(["ip", "-n", ns, "addr", "add", node_ip(i) + "/24", "dev", MGMT_IF])
     run(["ip", "-n", ns, "link", "set", MGMT_IF, "up"])
+    # A Spark's default route leads to its LAN gateway through the management port; software that looks for
+    # "its" address by the route to the internet (SGLang's get_local_ip_by_remote: 8.8.8.8) finds the
+    # management address there. Nothing is forwarded beyond the controller's namespace.
+    if "default" not in run(["ip", "-n", ns, "-4", "route", "show", "default"]).stdout:
+        run(["ip", "-n", ns, "route", "add", "default", "via", CTL_IP, "dev", MGMT_IF])
 
 
 # --------------------------------------------------------------------------- apt proxy
@@ -1134,6 +1215,9 @@ def cmd_status(_args):
     up = [i for i in nodes if nspawn_pid(i)]
     missing = set(ssh_banner_missing(up, 2)) if up and CTL_NS in netns_list() else set(up)
     print("proxy: %s" % ("running (pid %d)" % proxy_pid() if proxy_pid() else "not running"))
+    drops = mgmt_filter_drops() if SW_NS in netns_list() else None
+    print("management filter: %s" % ("not loaded" if drops is None else
+                                      "only SSH between machines (%d frames dropped)" % drops))
     for i in nodes:
         addrs = ""
         if node_ns(i) in netns_list():

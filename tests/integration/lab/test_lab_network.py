@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import testinfra
 
 TWINS = ("enp1s0f1np1", "enP2p1s0f1np1")
 MGMT = "enP7s7"
@@ -58,3 +59,31 @@ def test_nccl_env_names_the_cx7_twins_never_the_management_port(host):
     assert env["GLOO_SOCKET_IFNAME"] in TWINS
     assert env["NCCL_IB_DISABLE"] == "1"  # the lab's veths have no RDMA device
     assert MGMT not in f.content_string
+
+
+CONNECT = ("python3 -c 'import socket,sys\n"
+           "try:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close(); print(\"open\")\n"
+           "except OSError as e: print(\"closed\", e)' %s %s")
+
+
+def test_between_machines_only_ssh_crosses_the_management_network(host, name, pytestconfig):
+    """tests/lab/lab.py filters the management bridge as a Spark's LAN would be for cluster traffic: a port that
+    answers on the peer's CX7 address is unreachable on its management address, while SSH stays open."""
+    if name != "lab-spark-01":
+        pytest.skip("one direction is enough: lab-spark-01 connects to lab-spark-02")
+    peer = testinfra.get_host("paramiko://lab-spark-02", ssh_config=pytestconfig.option.ssh_config)
+    peer.run("systemctl stop dgxlab-probe-listen; systemctl reset-failed dgxlab-probe-listen")
+    listen = peer.run("systemd-run --unit dgxlab-probe-listen timeout 60 python3 -c 'import socket\n"
+                      "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                      "s.bind((\"0.0.0.0\", 47123)); s.listen(8)\n"
+                      "while True: s.accept()[0].close()'")
+    assert listen.rc == 0, listen.stderr
+    try:
+        mgmt = peer.interface(MGMT).addresses[0]
+        assert host.check_output(CONNECT, PLAN["lab-spark-02"][0], "47123").startswith("open")
+        assert host.check_output(CONNECT, mgmt, "47123").startswith("closed")
+        assert host.check_output(CONNECT, mgmt, "22").startswith("open")
+        # and the default route leads out of the management port, as on a Spark (SGLang's 8.8.8.8 rule)
+        assert "dev %s" % MGMT in host.check_output("ip -4 route get 8.8.8.8")
+    finally:
+        peer.run("systemctl stop dgxlab-probe-listen")
