@@ -13,11 +13,8 @@ module calls SGLang's code, never a copy of it:
   runs first: the merge, the parse, ``logging.basicConfig(level=getattr(logging, log_level.upper()))`` (so
   ``--log-level trace`` dies here) and ``ServerArgs.from_cli_args``;
 - ``check_argv(argv)``: ``server_args(argv)``, then the checks SGLang runs at start-up that need neither a GPU nor the
-  model: the hooks ``handle_ssl_validation``, ``handle_asr_validation``, ``handle_deprecated_args`` (the gRPC checks)
-  and ``handle_other_validations`` of ``sglang/srt/arg_groups/serving_hook.py``, called through SGLang's ``run_hook``;
-  and the level SGLang hands to uvicorn (``--log-level-http``, else ``--log-level``; ``uvicorn.Config`` in
-  ``sglang/srt/entrypoints/http_server.py``) looked up in uvicorn's own ``LOG_LEVELS`` as
-  ``uvicorn.Config.configure_logging`` does;
+  model, from ``tests/lab/sglang_standin/sglang_startup.py``, which the lab's stand-in runs too: the GPU-free hooks of
+  ``sglang/srt/arg_groups/serving_hook.py`` through SGLang's ``run_hook``, and the level SGLang hands to uvicorn;
 - ``check(args)``: ``check_argv`` on the argv that ``_sglang.launch_argv`` renders for a ``sglang_server_args`` dict,
   with a ``--config`` YAML file that carries an API key, as the role always writes one;
 - ``hand_written_argv(args)``: the tokens a user would type for the same dict, with none of our checks (to show what
@@ -36,10 +33,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import io
 import json
 import logging
 import os
+import pathlib
 import tempfile
 import warnings
 
@@ -49,6 +48,15 @@ API_KEY = 'a-test-key-of-the-role-0123456789'
 MODEL = 'Qwen/Qwen2.5-0.5B-Instruct'
 
 _SGLANG = {}
+STARTUP = pathlib.Path(__file__).resolve().parents[1] / 'lab' / 'sglang_standin' / 'sglang_startup.py'
+
+
+def _startup():
+    """sglang_startup.py of the stand-in, loaded by path (its folder's ``sglang`` package must not shadow the wheel)."""
+    spec = importlib.util.spec_from_file_location('sglang_startup', str(STARTUP))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class Rejected(Exception):
@@ -70,11 +78,11 @@ def _load():
             warnings.simplefilter('ignore')
             import sglang  # pylint: disable=import-outside-toplevel
             from sglang.srt import server_args  # pylint: disable=import-outside-toplevel
-            from sglang.srt.arg_groups import resolution_hooks, serving_hook  # pylint: disable=import-outside-toplevel
             from sglang.srt.utils.server_args_config_parser import (  # pylint: disable=import-outside-toplevel
                 ConfigArgumentMerger,
             )
-            import uvicorn.config  # pylint: disable=import-outside-toplevel
+            startup = _startup()
+            hooks = startup.hooks()
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -83,10 +91,8 @@ def _load():
         ServerArgs=server_args.ServerArgs,
         prepare_server_args=server_args.prepare_server_args,
         ConfigArgumentMerger=ConfigArgumentMerger,
-        run_hook=resolution_hooks.run_hook,
-        hooks=(serving_hook.handle_ssl_validation, serving_hook.handle_asr_validation,
-               serving_hook.handle_deprecated_args, serving_hook.handle_other_validations),
-        uvicorn_log_levels=uvicorn.config.LOG_LEVELS,
+        hooks=hooks,
+        uvicorn_level_problem=startup.uvicorn_level_problem,
     )
     return _SGLANG
 
@@ -168,17 +174,15 @@ def check_argv(argv):
     """``server_args(argv)`` and SGLang's start-up checks that need no GPU and no model; the ServerArgs record."""
     sglang = _load()
     record = server_args(argv)
-    if not record.enable_http2:  # uvicorn serves the HTTP API unless --enable-http2 hands it to Granian
-        level = record.log_level_http or record.log_level
-        if str(level).lower() not in sglang['uvicorn_log_levels']:  # uvicorn.Config.configure_logging
-            raise Rejected('uvicorn', 'KeyError: %r (uvicorn knows %s)' % (
-                str(level).lower(), ', '.join(sglang['uvicorn_log_levels'])))
-    for hook in sglang['hooks']:
+    problem = sglang['uvicorn_level_problem'](record)
+    if problem:
+        raise Rejected('uvicorn', problem)
+    for name, hook, run_hook in sglang['hooks']:
         with _root_logging_kept():
             try:
-                sglang['run_hook'](hook, record)
+                run_hook(hook, record)
             except (AssertionError, ValueError) as exc:
-                raise Rejected(hook.__name__, '%s: %s' % (type(exc).__name__, exc)) from None
+                raise Rejected(name, '%s: %s' % (type(exc).__name__, exc)) from None
     return record
 
 

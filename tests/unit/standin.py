@@ -34,7 +34,7 @@ class StandIn(object):
     def output(self):
         return self.log.read_text()
 
-    def wait_listening(self, port, timeout=5.0):
+    def wait_listening(self, port, timeout=60.0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -6,20 +6,25 @@
 The stand-in (tests/lab/sglang_standin, ``python3 -m sglang.launch_server``) runs in subprocesses
 with free ports. Covered: the module through ``ansible localhost -m dgxspark.sglang.sglang_health``
 (one CLI run) and through its ``main()`` (wrong API key, TLS with a CA file and without);
-the stand-in's argv parsing (unknown flag, bad choice, --config file), its API key (Bearer only,
-no environment variable) and /v1/models (id and root are the served name); and a two-rank group
-(rank 0 answers 503 until rank 1 joined over the dist-init address, rank 1 serves only a dummy
-/health, rank 0 exits 1 when rank 1 leaves).
+the stand-in's argv parsing (SGLang's own parser: unknown flag, bad choice, --config file), its API
+key (Bearer only, no environment variable) and /v1/models (id and root are the served name); its
+start-up (port closed while loading, 503 while warming up, /health a one-token generation) and a
+two-rank group (SGLang's message queue on the address of SGLANG_HOST_IP, rank 1's dummy server,
+SIGTERM ignored on rank 1 until rank 0's shutdown, a lost rank: 503 after the health timeout, then the
+watchdog). Each expectation cites the SGLang 0.5.23 source it comes from.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import pathlib
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -136,7 +141,8 @@ def test_standin_rejects_flags_like_sglang(tmp_path):
     cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", MODEL]
     bad = subprocess.run(cmd + ["--schedule-heuristic", "lpm"], capture_output=True, text=True, env=env, check=False)
     assert bad.returncode == 2
-    assert bad.stderr.strip().endswith("launch_server.py: error: unrecognized arguments: --schedule-heuristic lpm")
+    # SGLang's parser (prepare_server_args: argparse.ArgumentParser(prog="sglang serve"))
+    assert bad.stderr.strip().endswith("sglang serve: error: unrecognized arguments: --schedule-heuristic lpm")
     bad = subprocess.run(cmd + ["--kv-cache-dtype", "fp8"], capture_output=True, text=True, env=env, check=False)
     assert bad.returncode == 2 and "argument --kv-cache-dtype: invalid choice: 'fp8'" in bad.stderr
     # --config FILE.yaml is merged like SGLang's ConfigArgumentMerger: a bad key in it fails the same way.
@@ -221,7 +227,7 @@ def test_standin_models_without_served_model_name_reports_the_path(rank0):
     assert [(e["id"], e["root"]) for e in entries] == [(MODEL, MODEL)]
 
 
-def wait_status(url, expected, timeout=5.0):
+def wait_status(url, expected, timeout=10.0):
     deadline = time.monotonic() + timeout
     status = None
     while time.monotonic() < deadline:
@@ -235,35 +241,100 @@ def wait_status(url, expected, timeout=5.0):
     return status
 
 
-def test_two_ranks_rank0_healthy_only_after_rank1_joined(tmp_path):
+def port_open(port):
+    with contextlib.closing(socket.socket()) as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_exit(proc, timeout):
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def two_ranks(tmp_path, env=None, extra=()):
     dist, port0, port1 = free_port(), free_port(), free_port()
-    common = ["--model-path", MODEL, "--host", "127.0.0.1", "--nnodes", "2", "--tp-size", "2",
-              "--dist-init-addr", "127.0.0.1:%d" % dist]
-    rank0 = StandIn(tmp_path, "r0", *(common + ["--node-rank", "0", "--port", str(port0)]))
+    common = ["--model-path", MODEL, "--host", "127.0.0.1", "--nnodes", "2", "--tp-size", "2", "--enable-metrics",
+              "--dist-init-addr", "127.0.0.1:%d" % dist] + list(extra)
+    env = dict({"SGLANG_HOST_IP": "127.0.0.1"}, **(env or {}))
+    rank0 = StandIn(tmp_path, "r0", *(common + ["--node-rank", "0", "--port", str(port0)]), env=env)
+    rank0.wait_listening(dist)  # rank 0 owns the dist-init address
+    return rank0, dist, port0, port1, common, env
+
+
+def test_two_ranks_form_on_the_advertised_address_and_stop_from_rank0(tmp_path):
+    rank0, _dist, port0, port1, common, env = two_ranks(tmp_path, env={"SGLANG_HOST_IP": "127.0.0.2"})
     rank1 = None
     try:
+        # http_server.py: the HTTP port opens only after the scheduler is ready (group formed, model loaded)
+        assert not port_open(port0)
+        rank1 = StandIn(tmp_path, "r1", *(common + ["--node-rank", "1", "--port", str(port1)]), env=env)
         rank0.wait_listening(port0)
-        rank0.wait_listening(dist)  # rank 0 owns the dist-init address
         url0, url1 = "http://127.0.0.1:%d" % port0, "http://127.0.0.1:%d" % port1
-        assert http_status(url0 + "/health") == 503
-        assert http_status(url0 + "/health_generate") == 503
-        rank1 = StandIn(tmp_path, "r1", *(common + ["--node-rank", "1", "--port", str(port1)]))
-        assert wait_status(url0 + "/health", 200) == 200, rank0.output() + rank1.output()
-        assert wait_status(url1 + "/health", 200) == 200, rank1.output()
-        # rank 1 is a dummy: /health and /health_generate only, nothing else
-        assert http_status(url1 + "/health_generate") == 200 and http_status(url1 + "/v1/models") == 404
+        assert wait_status(url0 + "/health", 200, timeout=30) == 200, rank0.output() + rank1.output()
+        # shm_broadcast.MessageQueue binds on get_local_ip_auto(): SGLANG_HOST_IP first (srt/utils/network.py)
+        assert re.search(r"message queue \(shm_broadcast\) bound on tcp://127\.0\.0\.2:\d+", rank0.output())
+        # health_generate: a one-token generation, checked after a first sleep of one second
+        started = time.monotonic()
+        assert http_status(url0 + "/health") == 200 and time.monotonic() - started >= 0.9
+        # launch_dummy_health_check_server (srt/utils/common.py): /ping, /health, /health_generate, /metrics
+        rank1.wait_listening(port1)
+        assert [http_status(url1 + p) for p in ("/health", "/health_generate", "/ping", "/metrics")] == [200] * 4
+        assert http_status(url1 + "/v1/models") == 404
         with pytest.raises(health_utils.HealthCheckError, match="rank >= 1"):
             health_utils.HealthCheck(health_utils.UrllibTransport(5), url=url1, timeout=2).run()
-        assert "rank 1 joined from 127.0.0.1" in rank0.output()
-        # rank 1 leaves: the group is broken and rank 0 exits non-zero (systemd restarts it)
-        assert rank1.stop() == 0
-        rank0.proc.wait(5)
-        assert rank0.proc.returncode == 1, rank0.output()
-        assert "rank 1 left the group" in rank0.output()
+        # engine.py: SIGTERM on node_rank >= 1 is logged and ignored; rank 0's ShutdownReq stops it
+        rank1.proc.send_signal(signal.SIGTERM)
+        assert wait_exit(rank1.proc, 2) is None, rank1.output()
+        assert "SIGTERM received on node_rank 1; waiting for the rank-0 ShutdownReq broadcast" in rank1.output()
+        assert rank0.stop() == 0, rank0.output()
+        assert wait_exit(rank1.proc, 10) == 0, rank1.output()
     finally:
-        if rank1 is not None:
-            rank1.stop()
-        rank0.stop()
+        for rank in (rank1, rank0):
+            if rank is not None and rank.proc.poll() is None:
+                rank.proc.kill()
+
+
+def test_a_lost_rank_turns_health_503_then_the_watchdog_ends_rank0(tmp_path):
+    # http_server.py: 503 after SGLANG_HEALTH_CHECK_TIMEOUT; watchdog.py: --watchdog-timeout, 5 s, then the tree dies
+    rank0, _dist, port0, port1, common, env = two_ranks(
+        tmp_path, env={"SGLANG_HEALTH_CHECK_TIMEOUT": "2"}, extra=["--watchdog-timeout", "4"])
+    rank1 = StandIn(tmp_path, "r1", *(common + ["--node-rank", "1", "--port", str(port1)]), env=env)
+    try:
+        rank0.wait_listening(port0)
+        url0 = "http://127.0.0.1:%d" % port0
+        assert wait_status(url0 + "/health", 200, timeout=30) == 200, rank0.output()
+        rank1.proc.kill()
+        rank1.proc.wait()
+        time.sleep(1)
+        assert rank0.proc.poll() is None  # nothing exits at once
+        assert http_status(url0 + "/health") == 503
+        assert "Health check failed" in rank0.output()
+        assert wait_exit(rank0.proc, 30) == -signal.SIGKILL, rank0.output()
+        assert "Scheduler watchdog timeout (self.watchdog_timeout=4.0, self.soft=False)" in rank0.output()
+    finally:
+        for rank in (rank1, rank0):
+            if rank.proc.poll() is None:
+                rank.proc.kill()
+
+
+def test_port_closed_while_loading_then_503_while_warming_up(tmp_path):
+    port = free_port()
+    server = StandIn(tmp_path, "warm", "--model-path", MODEL, "--host", "127.0.0.1", "--port", str(port),
+                     env={"SGLANG_STANDIN_LOAD_SECONDS": "2", "SGLANG_STANDIN_WARMUP_SECONDS": "3"})
+    try:
+        deadline = time.monotonic() + 60
+        while "loading" not in server.output() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not port_open(port), server.output()
+        server.wait_listening(port)
+        url = "http://127.0.0.1:%d" % port
+        assert http_status(url + "/health") == 503 and http_status(url + "/ping") == 503
+        assert wait_status(url + "/health", 200, timeout=10) == 200, server.output()
+        assert http_status(url + "/ping") == 200
+    finally:
+        assert server.stop() == 0, server.output()
 
 
 def load_standin_module():
@@ -289,7 +360,7 @@ def test_standin_helpers_match_sglang():
     assert not allowed("GET", "/v1/models", {"Authorization": "k"}, "k")
     assert not allowed("GET", "/v1/models", {"Authorization": "Basic k"}, "k")
     # every metric the module reports is rendered by the stand-in and parses with the module's parser
-    metrics = standin.Metrics("m", 1, 1000)
+    metrics = standin.Metrics("m", 1000)
     metrics.start(10)
     metrics.finish(10, 4, 0.05, 0.2, [0.05, 0.05, 0.05])
     summary = health_utils.summarize_metrics(metrics.render())

@@ -1,59 +1,73 @@
 # -*- coding: utf-8 -*-
 # Copyright: dgxspark.sglang contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Stand-in for ``python3 -m sglang.launch_server`` on the lab's test hosts (no GPU, no torch).
+"""Stand-in for ``python3 -m sglang.launch_server`` on the lab's test hosts (no GPU, no model).
 
-It behaves like SGLang 0.5.23 at the edges the collection touches, and nowhere else:
+It runs SGLang 0.5.23's own code wherever that code runs without a GPU, and follows SGLang's source
+(cited per item, paths under ``sglang/`` of the wheel) where it cannot:
 
-* argv: parsed by an argparse parser built from the collection's flag catalog
-  (``plugins/module_utils/_sglang_catalog.py``, generated from SGLang's own parser): every flag,
-  alias, value form and choice list. An unknown flag or a bad choice exits 2 with argparse's
-  ``error: unrecognized arguments`` / ``invalid choice``, like SGLang. ``--config FILE.yaml`` is
-  merged first, as SGLang's ``ConfigArgumentMerger`` does (file values become flags placed before
-  the command line's, so the command line wins).
-* ranks: ``--nnodes N --node-rank R --dist-init-addr HOST:PORT``. Rank 0 listens on the dist-init
-  address (TCP) and the group is formed once every rank 1..N-1 has connected and said
-  ``rank R of N``. Rank 0 answers 503 on ``/health`` until then (plus ``SGLANG_STANDIN_LOAD_SECONDS``
-  of simulated model loading), then 200. Ranks >= 1 retry the connection every second, start the
-  dummy health server (``/health``, ``/health_generate``, ``/ping`` always 200, plain HTTP) only once
-  the group formed (SGLang starts it after the scheduler is ready), and exit 1 when the connection
-  to rank 0 drops, as a rank whose NCCL group died does; rank 0 exits 1 when a joined rank leaves.
-* rank 0 HTTP(S): ``/health``, ``/health_generate``, ``/v1/models``, ``/v1/chat/completions``
+* **argv**: ``prepare_server_args`` of ``srt/server_args.py``, what ``launch_server`` runs first: SGLang's
+  parser (``ServerArgs.add_cli_args``), ``--config FILE.yaml`` merged by its ``ConfigArgumentMerger``,
+  ``logging.basicConfig`` with ``--log-level``; then the start-up hooks that need no GPU
+  (``sglang_startup.startup_checks``, shared with the unit tests). An unknown flag exits 2 with
+  argparse's message, a bad ``--config`` file raises, as SGLang does.
+* **the address a node advertises**: ``get_local_ip_auto`` of ``srt/utils/network.py`` (``SGLANG_HOST_IP``
+  or ``HOST_IP``, else the NIC in ``SGLANG_LOCAL_IP_NIC``, else the source address of the route to
+  8.8.8.8), through SGLang's own ``MessageQueue`` of
+  ``srt/distributed/device_communicators/shm_broadcast.py``: rank 0 is the writer and binds its ZMQ
+  socket on that address; ranks >= 1 connect to it; ``wait_until_ready`` blocks until every reader
+  subscribed. On a node without ``SGLANG_HOST_IP`` the writer binds the management address, the lab's
+  management network lets only SSH through between machines, and the group hangs there, as on Sparks.
+* **rendezvous**: rank 0 listens on ``--dist-init-addr`` (standing in for torch.distributed's store)
+  and hands the queue's handle to ranks 1..N-1 once all have connected and said ``rank R of N``.
+* **start-up** (``srt/entrypoints/http_server.py``): rank 0 opens its HTTP port only after the
+  group formed and the model loaded (``SGLANG_STANDIN_LOAD_SECONDS``); then it warms up
+  (``SGLANG_STANDIN_WARMUP_SECONDS``) with ``ServerStatus.Starting``: ``/health`` and
+  ``/health_generate`` answer 503; then ``Up``. ``health_generate`` runs a one-token generation and
+  answers 200 only once the scheduler answered: never sooner than a second (its loop sleeps 1 s
+  first), 503 after ``SGLANG_HEALTH_CHECK_TIMEOUT`` (SGLang's variable, default 20 s).
+  ``/ping`` is 200 while healthy, else 503.
+* **ranks >= 1** (``_launch_subprocesses`` of ``srt/entrypoints/engine.py``): after their own model
+  load, ``launch_dummy_health_check_server`` (``srt/utils/common.py``): ``/ping``, ``/health``,
+  ``/health_generate`` always 200, ``/metrics`` with ``--enable-metrics``. From then on SIGTERM is
+  logged and ignored: a rank >= 1 exits 0 when rank 0's shutdown broadcast reaches it (before, SIGTERM
+  ends it, as SGLang installs that handler only once its schedulers are ready).
+* **losing a rank**: nothing exits at once. Rank 0's next forward pass (a request, or the one-token
+  generation of ``/health``) hangs as NCCL would; ``/health`` turns 503 after the health timeout; the
+  scheduler's watchdog (``srt/utils/watchdog.py``: ``--watchdog-timeout``, default 300 s) then logs
+  ``watchdog timeout``, waits 5 s and the process tree is killed (SIGKILL). A rank >= 1 whose rank 0
+  vanished blocks forever, as one waiting on the broadcast queue does. SIGTERM on rank 0: graceful,
+  the shutdown broadcast goes to every rank, exit 0.
+* rank 0 HTTP(S): ``/health``, ``/health_generate``, ``/ping``, ``/v1/models``, ``/v1/chat/completions``
   (plain and ``stream`` server-sent events), ``/generate`` (SGLang's native shape), ``/model_info``
-  and, with ``--enable-metrics``, ``/metrics`` in Prometheus text with SGLang's metric names.
-  TLS with ``--ssl-certfile`` / ``--ssl-keyfile``.
+  and, with ``--enable-metrics``, ``/metrics`` in Prometheus text with SGLang's metric names and
+  labels. TLS with ``--ssl-certfile`` / ``--ssl-keyfile``.
 * API key (``--api-key``, or ``api-key:`` in the ``--config`` file, nothing else): enforced like
-  SGLang's ``decide_request_auth`` in sgl-project/sglang ``python/sglang/srt/utils/auth.py`` (applied
-  by ``add_api_key_middleware``, which reads only the ``Authorization`` header): OPTIONS and paths
-  starting with ``/health``, ``/ready`` or ``/metrics`` are open; everything else needs
-  ``Authorization: Bearer KEY`` (scheme case-insensitive), else 401 ``{"error": "Unauthorized"}``
-  (checked before routing, so an unknown path without a key is 401 too). An ``x-api-key`` header
-  is ignored, as in SGLang. SGLang 0.5.23 reads no environment variable for the key
-  (``api_key`` in ``srt/arg_groups/fields/serving.py`` is a plain flag); neither does the stand-in.
-* ``/v1/models``: SGLang's ``available_models`` (``srt/entrypoints/http_server.py``) lists one
-  ``ModelCard`` whose ``id`` and ``root`` are both the served model name, which is
-  ``--served-model-name`` or, when that is not given, ``--model-path``
-  (``handle_missing_default_values`` in ``srt/arg_groups/serving_hook.py``). The model path itself
-  appears only as ``model_path`` of ``/model_info``.
+  SGLang's ``decide_request_auth`` in ``srt/utils/auth.py`` (applied by ``add_api_key_middleware``,
+  which reads only the ``Authorization`` header): OPTIONS and paths starting with ``/health``,
+  ``/ready`` or ``/metrics`` are open; everything else needs ``Authorization: Bearer KEY`` (scheme
+  case-insensitive), else 401 ``{"error": "Unauthorized"}`` (checked before routing). An
+  ``x-api-key`` header is ignored, and no environment variable carries the key, as in SGLang.
+* ``/v1/models``: SGLang's ``available_models`` lists one ``ModelCard`` whose ``id`` and ``root`` are
+  both the served model name, which is ``--served-model-name`` or, when that is not given,
+  ``--model-path`` (``handle_missing_default_values`` in ``srt/arg_groups/serving_hook.py``).
 
 Environment knobs (lab only, never flags: the unit's flags must stay those of a real Spark):
-``SGLANG_STANDIN_LOAD_SECONDS`` (simulated load time after the group formed, default 0),
-``SGLANG_STANDIN_TOKEN_DELAY`` (seconds per generated token, default 0.005),
-``SGLANG_STANDIN_CATALOG`` (path of the flag catalog; default: ``_sglang_catalog.py`` beside this
-file, else the checkout's ``plugins/module_utils/_sglang_catalog.py``).
+``SGLANG_STANDIN_LOAD_SECONDS`` (model load after the group formed, default 0),
+``SGLANG_STANDIN_WARMUP_SECONDS`` (warm-up with the port open, default 1),
+``SGLANG_STANDIN_TOKEN_DELAY`` (seconds per generated token, default 0.005).
 
-Standard library only, Python 3.9+ (argparse.BooleanOptionalAction); the lab hosts run 3.11. One line per HTTP request on stdout. SIGTERM/SIGINT: exit 0.
+Runs with the Python that has SGLang's wheel (the lab's torch venv, or the test venv): this package
+is first on PYTHONPATH and lends the rest of ``sglang`` from the wheel (``sglang/__init__.py``). One
+line per HTTP request on stdout.
 """
 
 from __future__ import annotations
 
-import argparse
 import hmac
-import importlib.util
 import json
 import math
 import os
-import pathlib
 import re
 import signal
 import socket
@@ -65,6 +79,9 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOG_LOCK = threading.Lock()
+# SGLang's own variable (srt/entrypoints/http_server.py: HEALTH_CHECK_TIMEOUT).
+HEALTH_CHECK_TIMEOUT = int(os.getenv("SGLANG_HEALTH_CHECK_TIMEOUT", "20"))
+WATCHDOG_GRACE_S = 5  # srt/utils/watchdog.py: "Wait for some time so that the parent process can print the error."
 
 
 def log(level, msg):
@@ -73,204 +90,14 @@ def log(level, msg):
         sys.stdout.flush()
 
 
-# --------------------------------------------------------------------------------------------
-# Flag catalog -> argparse parser
-# --------------------------------------------------------------------------------------------
-
-def catalog_candidates():
-    here = pathlib.Path(__file__).resolve().parent
-    env = os.environ.get("SGLANG_STANDIN_CATALOG")
-    if env:
-        return [pathlib.Path(env)]
-    return [here / "_sglang_catalog.py", here.parents[3] / "plugins" / "module_utils" / "_sglang_catalog.py"]
-
-
-def load_catalog():
-    for path in catalog_candidates():
-        if path.is_file():
-            spec = importlib.util.spec_from_file_location("_sglang_catalog", str(path))
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            return module
-    sys.stderr.write("sglang stand-in: flag catalog not found (looked at %s); set SGLANG_STANDIN_CATALOG or copy "
-                     "plugins/module_utils/_sglang_catalog.py next to this file\n"
-                     % ", ".join(str(p) for p in catalog_candidates()))
-    sys.exit(1)
-
-
-_TYPES = {"int": int, "float": float}
-
-
-def build_parser(catalog):
-    """argparse parser with every flag of the catalog (value form, choices, aliases, --no- forms).
-
-    SGLang builds ``argparse.ArgumentParser()`` (defaults: prefixes of a long flag are accepted
-    when unique, ``-h/--help``) and calls ``ServerArgs.add_cli_args`` on it; the same defaults
-    are kept here so that the stand-in accepts and rejects the same command lines.
-    """
-    parser = argparse.ArgumentParser()
-    aliases = {}
-    for alias, canonical in getattr(catalog, "ALIASES", {}).items():
-        aliases.setdefault(canonical, []).append(alias)
-    for name in sorted(catalog.FLAGS):
-        spec = catalog.FLAGS[name]
-        options = ["--" + name] + ["--" + alias for alias in sorted(aliases.get(name, []))]
-        kwargs = {"dest": spec.get("dest") or name.replace("-", "_")}
-        value = spec.get("value", "one")
-        if spec.get("action") == "BooleanOptionalAction":
-            kwargs.update(action=argparse.BooleanOptionalAction, default=spec.get("default"))
-        elif value == "none":
-            kwargs.update(action="store_true", default=bool(spec.get("default")))
-        else:
-            kwargs["default"] = spec.get("default")
-            kwargs["type"] = _TYPES.get(spec.get("type"), str)
-            if spec.get("choices"):
-                kwargs["choices"] = spec["choices"]
-            if value == "list":
-                kwargs["nargs"] = "+"
-            elif value == "any":
-                kwargs["nargs"] = "*"
-            elif value == "optional":
-                kwargs["nargs"] = "?"
-        if name == "model-path":
-            kwargs["required"] = True  # ServerArgs.add_cli_args: --model-path/--model is required
-        parser.add_argument(*options, **kwargs)
-    return parser
-
-
-# --------------------------------------------------------------------------------------------
-# --config FILE.yaml (SGLang: srt/utils/server_args_config_parser.py, ConfigArgumentMerger)
-# --------------------------------------------------------------------------------------------
-
-def _yaml_scalar(text):
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        inner = text[1:-1]
-        return inner.replace("''", "'") if text[0] == "'" else json.loads(text)
-    low = text.lower()
-    if low in ("true", "yes", "on"):
-        return True
-    if low in ("false", "no", "off"):
-        return False
-    if low in ("null", "~", ""):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-def _strip_comment(line):
-    quote = None
-    for index, char in enumerate(line):
-        if quote:
-            if char == quote:
-                quote = None
-        elif char in "'\"":
-            quote = char
-        elif char == "#" and (index == 0 or line[index - 1] in " \t"):
-            return line[:index]
-    return line
-
-
-def read_flat_yaml(path):
-    """The flat YAML mapping SGLang's --config takes: ``key: scalar``, ``key: [a, b]`` or a block list.
-
-    (No PyYAML on the lab hosts: this reads the subset such a file uses; anything else is an error.)
-    """
-    data = {}
-    current_list = None
-    with open(path) as handle:
-        for lineno, raw in enumerate(handle, 1):
-            line = _strip_comment(raw.rstrip("\n")).rstrip()
-            if not line.strip() or line.strip() == "---":
-                continue
-            if line.lstrip().startswith("- ") and current_list is not None:
-                data[current_list].append(_yaml_scalar(line.lstrip()[2:]))
-                continue
-            match = re.match(r"^([A-Za-z0-9_-]+)\s*:\s*(.*)$", line)
-            if not match or line[0] in " \t":
-                raise ValueError("%s line %d: expected 'key: value' (flat mapping)" % (path, lineno))
-            key, rest = match.group(1), match.group(2).strip()
-            current_list = None
-            if rest == "":
-                data[key] = []
-                current_list = key
-            elif rest.startswith("[") and rest.endswith("]"):
-                data[key] = [_yaml_scalar(item) for item in rest[1:-1].split(",") if item.strip()]
-            else:
-                data[key] = _yaml_scalar(rest)
-    return data
-
-
-def merge_config(argv, parser):
-    """Same rules as SGLang's ConfigArgumentMerger.merge_config_with_args."""
-    indices = [i for i, arg in enumerate(argv) if arg == "--config"]
-    if not indices:
-        return argv
-    if len(indices) > 1:
-        raise ValueError("Multiple config files specified! Only one allowed.")
-    index = indices[0]
-    if index == len(argv) - 1:
-        raise ValueError("No config file specified after --config flag!")
-    path = argv[index + 1]
-    if pathlib.Path(path).suffix.lower() not in (".yaml", ".yml"):
-        raise ValueError("Config file must be YAML format, got: %s" % pathlib.Path(path).suffix)
-    if not os.path.exists(path):
-        raise ValueError("Config file not found: %s" % path)
-    store_true = {a.dest for a in parser._actions if isinstance(a, argparse._StoreTrueAction)}
-    args = []
-    for key, value in read_flat_yaml(path).items():
-        if isinstance(value, bool):
-            if key.replace("-", "_") in store_true:
-                if value:
-                    args.append("--" + key)
-            else:
-                args.extend(["--" + key, str(value).lower()])
-        elif isinstance(value, list):
-            if value:
-                args.append("--" + key)
-                args.extend(str(item) for item in value)
-        else:
-            args.extend(["--" + key, str(value)])
-    return args + argv[:index] + argv[index + 2:]
-
-
-def parse_args(argv, catalog):
-    parser = build_parser(catalog)
-    try:
-        argv = merge_config(list(argv), parser)
-    except (ValueError, OSError) as err:
-        sys.stderr.write("ValueError: %s\n" % err)
-        sys.exit(1)
-    return parser.parse_args(argv)
-
-
 def split_host_port(addr):
     match = re.match(r"^\[([^\]]+)\]:(\d+)$", addr) or re.match(r"^([^:]+):(\d+)$", addr)
     if not match:
         raise ValueError("--dist-init-addr %r is not HOST:PORT" % addr)
     return match.group(1), int(match.group(2))
 
-
-def check_args(args):
-    """The checks of SGLang's ServerArgs that the lab can hit; AssertionError like SGLang."""
-    if args.nnodes < 1 or not 0 <= args.node_rank < args.nnodes:
-        raise AssertionError("node_rank %s must be in [0, nnodes=%s)" % (args.node_rank, args.nnodes))
-    if (args.tp_size * args.pp_size) % args.nnodes != 0:
-        raise AssertionError("tp_size must be divisible by number of nodes")
-    if args.nnodes > 1:
-        if not args.dist_init_addr:
-            raise AssertionError("--dist-init-addr is required when --nnodes > 1")
-        split_host_port(args.dist_init_addr)
-    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
-        raise AssertionError("--ssl-certfile and --ssl-keyfile must be given together")
-
-
 # --------------------------------------------------------------------------------------------
-# Metrics (names, buckets and help texts of sglang srt/metrics/collector.py)
+# Metrics (names, buckets, help texts and labels of srt/observability/metrics_collector.py)
 # --------------------------------------------------------------------------------------------
 
 def go_float(value):
@@ -316,12 +143,28 @@ def _labels(labels):
                              for k, v in sorted(labels.items()))
 
 
+def scheduler_labels(model_name, tp_rank, pp_rank):
+    """The labels of a scheduler's metrics (``SchedulerMetricsCollector``): model, engine type, ranks."""
+    return {"model_name": model_name, "engine_type": "unified", "tp_rank": str(tp_rank), "pp_rank": str(pp_rank),
+            "moe_ep_rank": "0"}
+
+
+def node_ranks(args):
+    """(tp_rank, pp_rank) of the scheduler on this node, one GPU per node: global rank = node rank."""
+    return args.node_rank % args.tp_size, args.node_rank // args.tp_size
+
+
 class Metrics(object):
-    def __init__(self, model_name, tp_size, max_total_tokens):
+    """Rank 0's registry: the tokenizer's counters and histograms (labels ``tokenizer_metric_labels``:
+    model_name, engine_type) and the scheduler's gauges of tp_rank 0, pp_rank 0. A scheduler of another
+    pipeline stage (tp_rank 0 on a node >= 1) exports its own gauges there: summing a gauge over every
+    series counts the same requests once per stage."""
+
+    def __init__(self, model_name, max_total_tokens):
         self.lock = threading.Lock()
         self.model = model_name
-        self.sched_labels = {"model_name": model_name, "engine_type": "unified", "tp_rank": "0", "pp_rank": "0"}
-        self.tok_labels = {"model_name": model_name}
+        self.sched_labels = scheduler_labels(model_name, 0, 0)
+        self.tok_labels = {"model_name": model_name, "engine_type": "unified"}
         self.running = 0
         self.used_tokens = 0
         self.max_total_tokens = max_total_tokens
@@ -350,7 +193,7 @@ class Metrics(object):
             decode = e2e - ttft
             self.gen_throughput = gen_tokens / decode if decode > 0 else 0.0
 
-    def render(self):
+    def render(self, tokenizer=True):
         out = []
         with self.lock:
             gauges = [
@@ -366,6 +209,8 @@ class Metrics(object):
             for name, doc, value in gauges:
                 out += ["# HELP sglang:%s %s" % (name, doc), "# TYPE sglang:%s gauge" % name,
                         "sglang:%s%s %s" % (name, _labels(self.sched_labels), go_float(value))]
+            if not tokenizer:
+                return "\n".join(out) + "\n"
             counters = [
                 ("prompt_tokens", "Number of prefill tokens processed."),
                 ("generation_tokens", "Number of generation tokens processed."),
@@ -403,13 +248,38 @@ class Server(object):
         # SGLang's handle_missing_default_values (srt/arg_groups/serving_hook.py): served_model_name
         # defaults to model_path only when the flag is not given.
         self.model_id = args.model_path if args.served_model_name is None else args.served_model_name
-        self.ready = threading.Event()
+        self.status = "Starting"  # ServerStatus of srt/managers/tokenizer_manager.py: Starting, Up, UnHealthy
+        self.group_ok = threading.Event()  # every rank alive: a forward pass completes
         self.stop = threading.Event()
         self.exit_code = 0
+        self.http = None
         self.token_delay = float(os.environ.get("SGLANG_STANDIN_TOKEN_DELAY", "0.005"))
         self.load_seconds = float(os.environ.get("SGLANG_STANDIN_LOAD_SECONDS", "0"))
-        self.metrics = Metrics(self.model_id, args.tp_size, args.max_total_tokens or 1048576)
+        self.warmup_seconds = float(os.environ.get("SGLANG_STANDIN_WARMUP_SECONDS", "1"))
+        self.metrics = Metrics(self.model_id, args.max_total_tokens or 1048576)
         self.created = int(time.time())
+        self.forward_lock = threading.Lock()
+        self.hung_since = None  # when the first forward pass that cannot complete started
+
+    def forward(self):
+        """One forward pass: returns at once while every rank lives; hangs (until the watchdog) when one is gone."""
+        if self.group_ok.is_set():
+            return True
+        with self.forward_lock:
+            if self.hung_since is None:
+                self.hung_since = time.monotonic()
+        self.stop.wait()
+        return False
+
+    def rank_metrics(self):
+        """/metrics of a rank >= 1: its scheduler's gauges where it logs stats (tp_rank 0 of a pipeline stage,
+        ``is_stats_logging_rank`` in metrics_collector.py), else nothing of SGLang's."""
+        tp_rank, pp_rank = node_ranks(self.args)
+        if tp_rank != 0:
+            return ""
+        rank = Metrics(self.model_id, self.args.max_total_tokens or 1048576)
+        rank.sched_labels = scheduler_labels(self.model_id, tp_rank, pp_rank)
+        return rank.render(tokenizer=False)
 
     def shutdown(self, code):
         if not self.stop.is_set():
@@ -435,6 +305,8 @@ class Server(object):
         try:
             for index, token in enumerate(tokens):
                 time.sleep(self.token_delay)
+                if not self.forward():
+                    return
                 now = time.monotonic()
                 if ttft is None:
                     ttft = now - started
@@ -550,14 +422,16 @@ class Handler(BaseHTTPRequestHandler):
         # read the whole request body first, so a refused request leaves the kept-alive connection clean
         length = int(self.headers.get("Content-Length") or 0)
         self.raw_body = self.rfile.read(length) if length > 0 else b""
-        if self.dummy:
+        if self.dummy:  # launch_dummy_health_check_server (srt/utils/common.py)
             if method == "GET" and path in ("/health", "/health_generate", "/ping"):
                 return self.send_body(200, b"", "text/plain")
+            if method == "GET" and path == "/metrics" and self.app.args.enable_metrics:
+                return self.send_body(200, self.app.rank_metrics(), "text/plain; version=0.0.4; charset=utf-8")
             return self.send_body(404, {"detail": "Not Found"})
         if not auth_allowed(method, path, self.headers, self.app.api_key):
             return self.send_body(401, {"error": "Unauthorized"})
         routes = {
-            ("GET", "/health"): self.health, ("GET", "/health_generate"): self.health,
+            ("GET", "/health"): self.health, ("GET", "/health_generate"): self.health, ("GET", "/ping"): self.ping,
             ("GET", "/v1/models"): self.models, ("GET", "/model_info"): self.model_info,
             ("GET", "/metrics"): self.metrics, ("POST", "/v1/chat/completions"): self.chat,
             ("POST", "/generate"): self.native_generate,
@@ -581,10 +455,28 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- endpoints --
     def health(self):
-        self.send_body(200 if self.app.ready.is_set() else 503, b"", "text/plain")
+        """health_generate of srt/entrypoints/http_server.py: 503 while Starting, else a one-token generation."""
+        app = self.app
+        if app.stop.is_set() or app.status == "Starting":
+            return self.send_body(503, b"", "text/plain")
+        tic = time.monotonic()
+        answered = threading.Event()
+        threading.Thread(target=lambda: app.forward() and answered.set(), daemon=True).start()
+        while time.monotonic() < tic + HEALTH_CHECK_TIMEOUT:
+            time.sleep(1)
+            if answered.is_set():
+                app.status = "Up"
+                return self.send_body(200, b"", "text/plain")
+        log("ERROR:   ", "Health check failed. Server couldn't get a response from detokenizer for last %d seconds."
+            % HEALTH_CHECK_TIMEOUT)
+        app.status = "UnHealthy"
+        return self.send_body(503, b"", "text/plain")
+
+    def ping(self):
+        self.send_body(200 if self.app.status == "Up" else 503, b"", "text/plain")
 
     def not_ready(self):
-        if self.app.ready.is_set():
+        if self.app.status != "Starting":
             return False
         self.send_body(503, {"object": "error", "message": "The server is not ready yet (model loading)",
                              "type": "ServiceUnavailable", "param": None, "code": 503})
@@ -710,8 +602,9 @@ def make_http_server(app, host, port, dummy, tls):
     return httpd
 
 
+
 # --------------------------------------------------------------------------------------------
-# Rendezvous over the dist-init address (stands in for torch.distributed + NCCL)
+# The group: rendezvous on the dist-init address, then SGLang's own message queue
 # --------------------------------------------------------------------------------------------
 
 def _keepalive(sock):
@@ -731,15 +624,32 @@ def _readline(sock):
     return data.decode("utf-8", "replace").strip()
 
 
+def message_queue_writer(nnodes):
+    """Rank 0: SGLang's MessageQueue with nnodes-1 remote readers; it binds on get_local_ip_auto()."""
+    from sglang.srt.distributed.device_communicators.shm_broadcast import MessageQueue
+    queue = MessageQueue(n_reader=nnodes - 1, n_local_reader=0)
+    handle = queue.export_handle()
+    log("INFO:    ", "message queue (shm_broadcast) bound on tcp://%s:%d: SGLang's get_local_ip_auto() chose %s"
+        % (handle.connect_ip, handle.remote_subscribe_port, handle.connect_ip))
+    return queue, {"connect_ip": handle.connect_ip, "remote_subscribe_port": handle.remote_subscribe_port}
+
+
+def message_queue_reader(handle, rank):
+    """Rank >= 1: SGLang's MessageQueue.create_from_handle, connecting to the writer's advertised address."""
+    from sglang.srt.distributed.device_communicators.shm_broadcast import Handle, MessageQueue
+    return MessageQueue.create_from_handle(Handle(connect_ip=handle["connect_ip"], local_reader_ranks=[],
+                                                  remote_subscribe_port=handle["remote_subscribe_port"]), rank)
+
+
 class Rendezvous(object):
-    """Rank 0: accept ranks 1..N-1; the group forms when all are connected."""
+    """Rank 0: accept ranks 1..N-1; once all are in, hand them the message queue and wait until it is ready."""
 
     def __init__(self, app, host, port):
         self.app = app
         self.nnodes = app.args.nnodes
         self.peers = {}
         self.lock = threading.Lock()
-        self.formed = False
+        self.all_in = threading.Event()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -777,7 +687,7 @@ class Rendezvous(object):
         if not 1 <= rank < self.nnodes:
             return self._reject(conn, "rank %d out of range 1..%d" % (rank, self.nnodes - 1))
         with self.lock:
-            if self.formed:
+            if self.all_in.is_set():
                 return self._reject(conn, "rank %d joined after the group formed (restart all ranks)" % rank)
             old = self.peers.get(rank)
             if old is not None:
@@ -785,12 +695,8 @@ class Rendezvous(object):
             self.peers[rank] = conn
             log("INFO:    ", "rank %d joined from %s:%d (%d/%d)" % (rank, peer[0], peer[1], len(self.peers) + 1,
                                                                     self.nnodes))
-            conn.sendall(b"ok\n")
             if len(self.peers) == self.nnodes - 1:
-                self.formed = True
-                for other in self.peers.values():
-                    other.sendall(b"ready\n")
-                threading.Thread(target=self.app_group_formed, daemon=True).start()
+                self.all_in.set()
         conn.settimeout(None)
         try:
             while conn.recv(1024):
@@ -798,15 +704,13 @@ class Rendezvous(object):
         except OSError:
             pass
         if self.app.stop.is_set():
-            return  # shutting down: rank 0 closed the connection itself
+            return
         with self.lock:
             if self.peers.get(rank) is conn:
                 del self.peers[rank]
-                if self.formed:
-                    log("ERROR:   ", "rank %d left the group: the NCCL group is broken, exiting" % rank)
-                    self.app.shutdown(1)
-                else:
-                    log("WARNING:", "rank %d disconnected before the group formed" % rank)
+                self.app.group_ok.clear()
+                log("WARNING:", "stand-in: rank %d is gone; the next forward pass hangs, as NCCL's collective would"
+                    % rank)
 
     def _reject(self, conn, why):
         log("ERROR:   ", "rejected a rank: %s" % why)
@@ -816,26 +720,67 @@ class Rendezvous(object):
             pass
         conn.close()
 
-    def app_group_formed(self):
-        group_formed(self.app)
+    def broadcast(self, line):
+        with self.lock:
+            for conn in self.peers.values():
+                try:
+                    conn.sendall((line + "\n").encode("utf-8"))
+                except OSError:
+                    pass
+
+    def form(self):
+        """Wait for every rank, hand out the queue, wait until every reader subscribed (may hang, as SGLang's)."""
+        while not self.all_in.wait(0.2):
+            if self.app.stop.is_set():
+                return False
+        queue, handle = message_queue_writer(self.nnodes)
+        self.broadcast("mq " + json.dumps(handle))
+        queue.wait_until_ready()  # shm_broadcast: blocks until every remote reader subscribed
+        self.app.queue = queue
+        return True
 
     def close(self):
+        self.broadcast("shutdown")  # rank 0's ShutdownReq broadcast: ranks >= 1 exit 0
         self.sock.close()
         with self.lock:
             for conn in self.peers.values():
                 conn.close()
 
 
-def group_formed(app):
-    log("INFO:    ", "all %d rank(s) joined; loading %s" % (app.args.nnodes, app.model_path))
+def rank0_start(app, rendezvous, tls):
+    """Group, model load, then the HTTP port (closed until then), warm-up (503), Up."""
+    args = app.args
+    if rendezvous is not None and not rendezvous.form():
+        return
+    app.group_ok.set()
+    log("INFO:    ", "all %d rank(s) in the group; loading %s" % (args.nnodes, app.model_path))
     if app.stop.wait(app.load_seconds):
         return
-    app.ready.set()
+    try:
+        app.http = make_http_server(app, args.host, args.port, dummy=False, tls=tls)
+    except (OSError, ssl.SSLError) as err:
+        log("ERROR:   ", "cannot serve on %s:%d: %s" % (args.host, args.port, err))
+        app.shutdown(1)
+        return
+    if app.stop.wait(app.warmup_seconds) or not app.forward():
+        return
+    app.status = "Up"
     log("INFO:    ", "The server is fired up and ready to roll!")
 
 
-def join_group(app, host, port):
-    """Rank >= 1: connect to rank 0 (retry every second), wait for the group, then serve dummy health."""
+def watchdog(app, timeout):
+    """srt/utils/watchdog.py: a forward pass without progress for watchdog_timeout kills the process tree."""
+    while not app.stop.wait(min(1.0, timeout / 2)):
+        since = app.hung_since
+        if since is not None and time.monotonic() > since + timeout:
+            log("ERROR:   ", "Scheduler watchdog timeout (self.watchdog_timeout=%s, self.soft=False)" % timeout)
+            time.sleep(WATCHDOG_GRACE_S)
+            log("ERROR:   ", "Received sigquit from a child process. It usually means the child failed.")
+            os.kill(os.getpid(), signal.SIGKILL)  # kill_process_tree(os.getpid()), parent included
+
+
+def rank_n_start(app, host, port):
+    """Rank >= 1: connect to rank 0 (retry every second), join its queue, load, then serve the dummy health."""
     args = app.args
     while not app.stop.is_set():
         try:
@@ -849,34 +794,36 @@ def join_group(app, host, port):
         try:
             sock.settimeout(10)
             sock.sendall(("rank %d of %d\n" % (args.node_rank, args.nnodes)).encode("utf-8"))
-            answer = _readline(sock)
-            if answer is None or answer.startswith("error"):
-                log("ERROR:   ", "rank %d: rank 0 refused: %s" % (args.node_rank, answer))
-                sock.close()
-                app.shutdown(1)
-                return
             sock.settimeout(None)
             answer = _readline(sock)  # blocks until every rank joined
         except OSError as err:
             answer = None
             log("ERROR:   ", "rank %d: %s" % (args.node_rank, err))
-        if answer != "ready":
-            log("ERROR:   ", "rank %d: lost rank 0 before the group formed" % args.node_rank)
+        if answer is None or not answer.startswith("mq "):
+            log("ERROR:   ", "rank %d: rank 0 refused or went away before the group formed: %s"
+                % (args.node_rank, answer))
             sock.close()
             app.shutdown(1)
             return
-        log("INFO:    ", "rank %d joined the group of %d" % (args.node_rank, args.nnodes))
+        app.queue = message_queue_reader(json.loads(answer[3:]), args.node_rank)
+        app.queue.wait_until_ready()  # blocks until the writer saw every reader: hangs if unreachable
+        log("INFO:    ", "rank %d joined the group of %d; loading %s" % (args.node_rank, args.nnodes, app.model_path))
+        if app.stop.wait(app.load_seconds):
+            return
         app.http = make_http_server(app, args.host, args.port, dummy=True, tls=None)
-        try:
-            while sock.recv(1024):
-                pass
-        except OSError:
-            pass
-        if not app.stop.is_set():
-            log("ERROR:   ", "rank %d: connection to rank 0 lost: the NCCL group is broken, exiting"
-                % args.node_rank)
-            app.shutdown(1)
-        return
+        while True:
+            try:
+                line = _readline(sock)
+            except OSError:
+                line = None
+            if line == "shutdown":
+                log("INFO:    ", "rank %d: shutdown broadcast from rank 0; exiting" % args.node_rank)
+                app.shutdown(0)
+                return
+            if line is None:
+                # The scheduler blocks on the broadcast queue of a rank 0 that is gone: nothing ends it.
+                log("WARNING:", "stand-in: rank 0 is gone; this rank waits for its broadcast forever, as SGLang's")
+                return
 
 
 # --------------------------------------------------------------------------------------------
@@ -884,25 +831,27 @@ def join_group(app, host, port):
 # --------------------------------------------------------------------------------------------
 
 def main(argv=None):
-    catalog = load_catalog()
-    args = parse_args(sys.argv[1:] if argv is None else argv, catalog)
-    try:
-        check_args(args)
-    except AssertionError as err:
-        sys.stderr.write("AssertionError: %s\n" % err)
-        return 1
+    import sglang_startup  # pylint: disable=import-outside-toplevel  # beside this package, on PYTHONPATH
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = sglang_startup.startup_checks(argv)  # SGLang's prepare_server_args and its GPU-free hooks
     api_key = args.api_key or None  # from the flag or the --config file only, as in SGLang
     app = Server(args, api_key)
-    app.http = None
+    app.queue = None
 
     def on_signal(signum, _frame):
+        # engine.py installs the rank >= 1 handler only once its schedulers are ready (then the dummy server runs):
+        # before that, SIGTERM ends the rank.
+        if args.node_rank >= 1 and signum == signal.SIGTERM and app.http is not None:
+            log("WARNING:", "SIGTERM received on node_rank %d; waiting for the rank-0 ShutdownReq broadcast to stop "
+                "the schedulers." % args.node_rank)
+            return
         log("INFO:    ", "received signal %d, shutting down" % signum)
         app.shutdown(0)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log("INFO:    ", "sglang stand-in (catalog of sglang %s): rank %d of %d, model %s, tp %d"
-        % (getattr(catalog, "SGLANG_VERSION", "?"), args.node_rank, args.nnodes, args.model_path, args.tp_size))
+    log("INFO:    ", "sglang stand-in (sglang %s): rank %d of %d, model %s, tp %d"
+        % (sglang_startup.sglang_version(), args.node_rank, args.nnodes, args.model_path, args.tp_size))
 
     rendezvous = None
     try:
@@ -910,25 +859,28 @@ def main(argv=None):
             tls = (args.ssl_certfile, args.ssl_keyfile) if args.ssl_certfile else None
             if args.nnodes > 1:
                 rendezvous = Rendezvous(app, *split_host_port(args.dist_init_addr))
-            app.http = make_http_server(app, args.host, args.port, dummy=False, tls=tls)
-            if args.nnodes == 1:
-                threading.Thread(target=group_formed, args=(app,), daemon=True).start()
+            threading.Thread(target=rank0_start, args=(app, rendezvous, tls), daemon=True).start()
+            threading.Thread(target=watchdog, args=(app, float(args.watchdog_timeout or 300)), daemon=True).start()
         else:
             host, port = split_host_port(args.dist_init_addr)
-            threading.Thread(target=join_group, args=(app, host, port), daemon=True).start()
-    except (RuntimeError, OSError, ssl.SSLError) as err:
+            threading.Thread(target=rank_n_start, args=(app, host, port), daemon=True).start()
+    except (RuntimeError, OSError) as err:
         log("ERROR:   ", str(err))
         return 1
 
     while not app.stop.wait(0.2):
         pass
+    if rendezvous is not None:
+        rendezvous.close()
     if app.http is not None:
         app.http.shutdown()
         app.http.server_close()
-    if rendezvous is not None:
-        rendezvous.close()
     return app.exit_code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    CODE = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # launch_server ends with kill_process_tree; here the message queue's ZMQ context would hold the exit.
+    os._exit(CODE)
