@@ -12,9 +12,16 @@ working flags become warnings. The docs of each filter live beside this file in 
 
 from __future__ import annotations
 
+import base64
+import json
+
 from ansible.errors import AnsibleFilterError
 from ansible.utils.display import Display
 
+from ansible_collections.dgxspark.sglang.plugins.module_utils._sglang_health import (
+    advertised_address_problems,
+    environ_vars,
+)
 from ansible_collections.dgxspark.sglang.plugins.module_utils._sglang import (
     build_argv,
     launch_argv,
@@ -57,12 +64,43 @@ def sglang_launch_argv(model, nnodes=1, node_rank=0, dist_init_addr=None, tp_siz
     return argv
 
 
+def sglang_advertised_address(plan, group, processes, environs):
+    """Messages naming each node of ``group`` whose running SGLang advertises an address other than the plan's.
+
+    ``processes``: the registered results of a loop over the group's hosts that found each rank's process
+    (``docker inspect <service>`` for the container runtime, ``systemctl show --property MainPID --value`` for the
+    native one); ``environs``: the registered results of slurping ``/proc/<MainPID>/environ`` (native runtime).
+    """
+    spec = plan['groups'][group]
+    container = spec['runtime'] == 'container'
+    slurped = {r['item']['item']: r.get('content') for r in (environs or {}).get('results', [])
+               if isinstance(r.get('item'), dict) and not r.get('skipped') and not r.get('failed')}
+    found = {}
+    for result in (processes or {}).get('results', []):
+        host, out = result['item'], (result.get('stdout') or '').strip()
+        env = None
+        if container and result.get('rc') == 0:
+            try:
+                state = json.loads(out)[0]
+            except (ValueError, IndexError, KeyError, TypeError):
+                state = None
+            if state and state.get('State', {}).get('Running'):
+                env = environ_vars(state.get('Config', {}).get('Env'))
+        elif not container and host in slurped and slurped[host]:
+            env = environ_vars(base64.b64decode(slurped[host]).decode('utf-8', 'replace'))
+        found[host] = env
+    expected = {host: {'node_rank': plan['nodes'][host]['node_rank'], 'host_ip': plan['nodes'][host]['host_ip']}
+                for host in spec['hosts']}
+    return advertised_address_problems(expected, found)
+
+
 class FilterModule:
     """dgxspark.sglang SGLang flag filters."""
 
     def filters(self):
         return {
             'sglang_args': sglang_args,
+            'sglang_advertised_address': sglang_advertised_address,
             'sglang_args_problems': sglang_args_problems,
             'sglang_launch_argv': sglang_launch_argv,
         }

@@ -656,3 +656,57 @@ class HealthCheck(object):
         except MetricsParseError as err:
             self._fail("%s is not Prometheus text: %s" % (url, err))
         self.result["metrics_available"] = True
+
+
+# --------------------------------------------------------------------------------------------
+# The address each rank advertises (what a group that never forms is waiting for)
+# --------------------------------------------------------------------------------------------
+
+# get_local_ip_auto() in sglang/srt/utils/network.py (0.5.23): these variables first, then the NIC named in
+# SGLANG_LOCAL_IP_NIC (needs netifaces, which the images lack), then the source address of the route to 8.8.8.8.
+HOST_IP_VARS = ("SGLANG_HOST_IP", "HOST_IP")
+
+
+def environ_vars(raw):
+    """The variables of a process environment: ``/proc/PID/environ`` text (NUL-separated) or a list of ``K=V``."""
+    items = raw.split("\0") if isinstance(raw, str) else list(raw or [])
+    found = {}
+    for item in items:
+        name, sep, value = str(item).partition("=")
+        if sep:
+            found[name] = value
+    return found
+
+
+def advertised_address_problems(expected, environs):
+    """Why ranks cannot reach each other, from the environment of each node's running SGLang process.
+
+    ``expected``: host -> ``{node_rank, host_ip}`` (the cluster plan's CX7 address of the node).
+    ``environs``: host -> the process's variables (``environ_vars``), or None when no SGLang process runs there.
+    Returns one message per node whose rank advertises another address than the plan's, or does not run.
+    """
+    problems = []
+    for host in sorted(expected, key=lambda h: (expected[h]["node_rank"], h)):
+        node = expected[host]
+        where = "%s (rank %d)" % (host, node["node_rank"])
+        env = environs.get(host)
+        if env is None:
+            problems.append("%s: no SGLang process runs there, so its rank never joins the group. Fix: read "
+                            "`journalctl -u <service>` there." % where)
+            continue
+        name = next((var for var in HOST_IP_VARS if env.get(var)), None)
+        if name is None:
+            problems.append(
+                "%s: its running SGLang has no SGLANG_HOST_IP, so SGLang advertises the source address of its "
+                "route to 8.8.8.8 (get_local_ip_auto), the management port on a Spark, for the cross-node message "
+                "queue; ranks on other nodes reach it only over the CX7 link, and the group hangs in "
+                "shm_broadcast wait_until_ready. The unit sets SGLANG_HOST_IP=%s: something overrides it (a drop-in "
+                "under /etc/systemd/system/<service>.service.d/, see `systemctl cat <service>`). Fix: on %s run "
+                "`systemctl revert <service>` (removes drop-ins) and `systemctl stop <service>`, then run site.yml "
+                "again: it restarts the whole group." % (where, node["host_ip"], host))
+        elif env[name] != node["host_ip"]:
+            problems.append(
+                "%s: its running SGLang advertises %s=%s, not the node's CX7 address %s from the cluster plan, so "
+                "the other ranks may not reach it. Fix: remove what sets %s there, stop <service> on %s, then run "
+                "site.yml again: it restarts the whole group." % (where, name, env[name], node["host_ip"], name, host))
+    return problems

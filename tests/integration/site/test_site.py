@@ -101,3 +101,38 @@ def test_bad_flags_fail_before_any_host_changes(bad, named):
                             "stat -c %Y /etc/systemd/system/sglang.service"],
                            capture_output=True, text=True, check=True).stdout
     assert before == after
+
+
+def lab_ssh(node, command, check=True):
+    return subprocess.run(["python3", str(ROOT / "tests/lab/lab.py"), "ssh", node, command],
+                          capture_output=True, text=True, check=check, timeout=180)
+
+
+def test_without_sglang_host_ip_the_group_never_forms_and_the_health_step_names_the_cause():
+    """SGLang advertises get_local_ip_auto(): without SGLANG_HOST_IP, the route to 8.8.8.8, i.e. the management
+    address, which the lab (like a Spark's LAN) does not carry between machines. A stale drop-in that unsets the
+    variable on the head is a change site.yml does not see: its health step must name the node and the cause."""
+    dropin = "/etc/systemd/system/sglang.service.d/stale.conf"
+    lab_ssh("lab-spark-01", "mkdir -p %s && printf '[Service]\\nUnsetEnvironment=SGLANG_HOST_IP\\n' > %s && "
+            "systemctl daemon-reload" % (dropin.rsplit("/", 1)[0], dropin))
+    try:
+        for node in ("lab-spark-01", "lab-spark-02"):  # the group restarts as a whole, as the role does it
+            lab_ssh(node, "systemctl stop sglang")
+        for node in ("lab-spark-01", "lab-spark-02"):
+            lab_ssh(node, "systemctl start sglang")
+        run = ansible_playbook("--tags", "sglang_server", "-e", "sglang_server_health_timeout_s=20")
+        out = run.stdout + run.stderr
+        assert run.returncode != 0, out[-3000:]
+        journal = lab_ssh("lab-spark-01", "journalctl -u sglang -o cat --no-pager").stdout
+        # The writer of SGLang's message queue bound the management address, and nobody reached it.
+        assert "SGLang's get_local_ip_auto() chose 172.31.255.11" in journal, journal[-2000:]
+        assert "The server is fired up" not in journal.rsplit("get_local_ip_auto() chose", 1)[1]
+        assert "CAUSE: lab-spark-01 (rank 0): its running SGLang has no SGLANG_HOST_IP" in out, out[-3000:]
+        assert "CAUSE: lab-spark-02" not in out, out[-3000:]
+    finally:
+        # The fix the message gives: revert the override, stop the rank, and site.yml restarts the whole group.
+        lab_ssh("lab-spark-01", "systemctl revert sglang && systemctl stop sglang")
+    run = ansible_playbook("--tags", "sglang_server")
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    journal = lab_ssh("lab-spark-01", "journalctl -u sglang -o cat --no-pager -n 40").stdout
+    assert "SGLang's get_local_ip_auto() chose 192.168.100.11" in journal, journal[-2000:]

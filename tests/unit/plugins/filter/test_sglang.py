@@ -22,7 +22,7 @@ HERE = pathlib.Path(sglang.__file__).resolve().parent
 
 
 def test_filters_are_registered_with_docs():
-    assert set(FILTERS) == {'sglang_args', 'sglang_args_problems', 'sglang_launch_argv'}
+    assert set(FILTERS) == {'sglang_advertised_address', 'sglang_args', 'sglang_args_problems', 'sglang_launch_argv'}
     for name in FILTERS:
         doc = yaml.safe_load((HERE / (name + '.yml')).read_text())
         assert doc['DOCUMENTATION']['name'] == name
@@ -83,3 +83,24 @@ def test_sglang_launch_argv():
     with pytest.raises(AnsibleFilterError) as err:
         FILTERS['sglang_launch_argv']('m', extra={'mem-fraction-static': 85})
     assert '  1. %s' % item['message'] in str(err.value)
+
+
+def test_sglang_advertised_address_reads_both_runtimes_registered_results():
+    import base64  # pylint: disable=import-outside-toplevel
+    import json  # pylint: disable=import-outside-toplevel
+    from ansible_collections.dgxspark.sglang.plugins.filter.sglang import sglang_advertised_address  # pylint: disable=import-outside-toplevel
+    plan = {"groups": {"g": {"runtime": "native", "hosts": ["a", "b"]}},
+            "nodes": {"a": {"node_rank": 0, "host_ip": "10.0.0.1"}, "b": {"node_rank": 1, "host_ip": "10.0.0.2"}}}
+    processes = {"results": [{"item": "a", "rc": 0, "stdout": "123\n"}, {"item": "b", "rc": 0, "stdout": "0\n"}]}
+    environs = {"results": [
+        {"item": processes["results"][0], "content": base64.b64encode(b"X=1\0HF_TOKEN=t\0").decode()},
+        {"item": processes["results"][1], "skipped": True}]}
+    problems = sglang_advertised_address(plan, "g", processes, environs)
+    assert [p.split(":")[0] for p in problems] == ["a (rank 0)", "b (rank 1)"]
+    assert "HF_TOKEN" not in "".join(problems) and "no SGLang process runs there" in problems[1]
+    plan["groups"]["g"]["runtime"] = "container"
+    inspect = [{"State": {"Running": True}, "Config": {"Env": ["SGLANG_HOST_IP=10.0.0.1"]}}]
+    processes = {"results": [{"item": "a", "rc": 0, "stdout": json.dumps(inspect)},
+                             {"item": "b", "rc": 1, "stdout": "[]"}]}
+    problems = sglang_advertised_address(plan, "g", processes, {"results": []})
+    assert len(problems) == 1 and problems[0].startswith("b (rank 1): no SGLang process runs there")

@@ -577,3 +577,31 @@ def test_check_pointed_at_a_dummy_rank_says_so():
     answers = script(v1__models=[h.HttpResponse(404, b'{"detail":"Not Found"}')])
     with pytest.raises(h.HealthCheckError, match=r"rank >= 1 .* point url at rank 0"):
         run_check(answers)[0].run()
+
+
+# --- the address each rank advertises (get_local_ip_auto in sglang/srt/utils/network.py) ---------------------------
+
+EXPECTED = {"spark-a": {"node_rank": 0, "host_ip": "192.168.100.11"},
+            "spark-b": {"node_rank": 1, "host_ip": "192.168.100.12"}}
+
+
+def test_environ_vars_reads_proc_environ_and_docker_env_lists():
+    assert h.environ_vars("A=1\0SGLANG_HOST_IP=10.0.0.1\0B=x=y\0") == {
+        "A": "1", "SGLANG_HOST_IP": "10.0.0.1", "B": "x=y"}
+    assert h.environ_vars(["PATH=/bin", "HOST_IP=10.0.0.2", "junk"]) == {"PATH": "/bin", "HOST_IP": "10.0.0.2"}
+    assert h.environ_vars(None) == {}
+
+
+def test_advertised_address_problems_name_each_node_and_the_cause():
+    good = {"spark-a": {"SGLANG_HOST_IP": "192.168.100.11"}, "spark-b": {"HOST_IP": "192.168.100.12"}}
+    assert h.advertised_address_problems(EXPECTED, good) == []
+    problems = h.advertised_address_problems(EXPECTED, {"spark-a": {"SGLANG_HOST_IP": ""}, "spark-b": None})
+    assert len(problems) == 2
+    assert problems[0].startswith("spark-a (rank 0): its running SGLang has no SGLANG_HOST_IP")
+    assert "route to 8.8.8.8" in problems[0] and "SGLANG_HOST_IP=192.168.100.11" in problems[0]
+    assert "on spark-a run `systemctl revert <service>`" in problems[0]
+    assert problems[1].startswith("spark-b (rank 1): no SGLang process runs there")
+    wrong = h.advertised_address_problems(EXPECTED, dict(good, **{"spark-b": {"SGLANG_HOST_IP": "172.31.0.2"}}))
+    assert wrong == [wrong[0]] and wrong[0].startswith(
+        "spark-b (rank 1): its running SGLang advertises SGLANG_HOST_IP=172.31.0.2, not the node's CX7 address "
+        "192.168.100.12")
