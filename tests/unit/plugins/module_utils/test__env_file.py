@@ -11,8 +11,11 @@ Each model returns what the process would get: name -> value.
 
 from __future__ import annotations
 
+import pathlib
 import random
 import re
+import shlex
+import subprocess
 
 import pytest
 
@@ -271,3 +274,38 @@ def test_every_token_preflight_accepts_is_written_bare():
         char = chr(code)
         if re.match(pattern, char):
             assert value_trouble('HF_TOKEN', 'a%sb' % char) is None, char
+
+
+def test_preflight_refuses_a_value_outside_the_format_naming_variable_hosts_and_fix():
+    """What preflight runs (_cluster.check_description): the problem carries the hosts and the fix."""
+    from ansible_collections.dgxspark.sglang.tests.unit.plugins.module_utils.test__cluster import describe
+
+    problems, plan = _cluster.check_description(describe(2, nccl_env_extra={'NCCL_DEBUG_SUBSYS': '"INIT,NET"'}))
+    assert plan is None
+    [bad] = [p for p in problems if p['severity'] == 'error']
+    assert (bad['code'], bad['variable']) == ('env-value-quote', 'nccl_env_extra')
+    assert bad['hosts'] == ['spark-01', 'spark-02'] and bad['where']
+    assert 'NCCL_DEBUG_SUBSYS' in bad['message'] and 'Fix: write the value bare' in bad['message']
+
+
+_GENERATOR = pathlib.Path('/usr/lib/systemd/user-environment-generators/30-systemd-environment-d-generator')
+
+
+@pytest.mark.skipif(not _GENERATOR.exists(), reason='systemd environment.d generator not installed')
+def test_the_systemd_model_agrees_with_systemd_itself(tmp_path):
+    """systemd's environment.d generator reads files with the same parser as EnvironmentFile= (then expands $,
+    so no value here holds one) and prints the result shell-quoted: the model must read every line the same."""
+    # '' left out: the generator drops an empty assignment, EnvironmentFile= sets the variable to ''.
+    values = [v for v in ACCEPTED if v] + ['"a b"', "'x'", 'a\\b', ' lead', 'trail ', '"q"x', 'a"b', 'x\\', '#c']
+    lines = ['V%d=%s' % (i, value) for i, value in enumerate(values)]
+    text = '# comment\n; another\n' + '\n'.join(lines) + '\n'
+    conf = tmp_path / '.config' / 'environment.d'
+    conf.mkdir(parents=True)
+    (conf / 'test.conf').write_text(text)
+    out = subprocess.run([str(_GENERATOR)], env={'HOME': str(tmp_path)}, capture_output=True, text=True, check=True)
+    real = {}
+    for line in out.stdout.splitlines():
+        name, _sep, quoted = line.partition('=')
+        if name.startswith('V'):
+            real[name] = ''.join(shlex.split(quoted)) if quoted else ''
+    assert real == systemd_reads(text)
