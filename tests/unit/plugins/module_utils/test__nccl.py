@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 
 import pytest
 
-from ansible_collections.dgxspark.sglang.plugins.module_utils import _cx7, _nccl
+from ansible_collections.dgxspark.sglang.plugins.module_utils import _cx7, _nccl, _nccl_catalog
 from ansible_collections.dgxspark.sglang.plugins.module_utils._nccl import (
     DEAD_VARS,
     KNOWN_NCCL_VARS,
@@ -20,7 +21,6 @@ from ansible_collections.dgxspark.sglang.plugins.module_utils._nccl import (
     check_name,
     check_nccl_settings,
     nccl_env_warnings,
-    quote_value,
     rdma_device_names,
     render_env_file,
     render_value,
@@ -162,6 +162,81 @@ def test_gid_index_is_valid_but_warned_about():
     [warning] = nccl_env_warnings(env)
     assert (warning['code'], warning['severity']) == ('nccl-discouraged-variable', 'warning')
     assert '2.21' in warning['what'] and 'NCCL_IB_ADDR_FAMILY' in warning['what']
+
+
+def test_subnet_aware_routing_and_its_prefix_length_are_accepted_with_their_release():
+    """NVIDIA's switch tool sets NCCL_IB_SUBNET_AWARE_ROUTING=1; both exist since NCCL 2.30.7 (not in 2.28.9)."""
+    env = {'NCCL_IB_SUBNET_AWARE_ROUTING': 1, 'NCCL_IB_SUBNET_PREFIX_LEN': 24}
+    assert validate_nccl_env(env) == []
+    for name in env:
+        assert _nccl.nccl_since(name) == '2.30.7'
+    found = nccl_env_warnings(env)
+    assert codes(found) == ['nccl-newer-variable'] * 2
+    for item, name in zip(found, env):
+        assert name in item['what'] and 'NCCL 2.30.7' in item['what'] and '2.30.7 or newer' in item['fix']
+    built = build_nccl_env(TWINS, SPARK_RDMA, extra=env)
+    assert (built['NCCL_IB_SUBNET_AWARE_ROUTING'], built['NCCL_IB_SUBNET_PREFIX_LEN']) == ('1', '24')
+
+
+def test_newer_variable_warning_follows_the_assumed_release_and_deliberate_silences_it():
+    assert _nccl.newer_variable_warning('NCCL_IB_SUBNET_AWARE_ROUTING', assumed='2.30.7') is None
+    assert _nccl.newer_variable_warning('NCCL_IB_HCA') is None  # as old as the oldest tag read
+    assert nccl_env_warnings({'NCCL_IB_SUBNET_AWARE_ROUTING': 1}, deliberate=['NCCL_IB_SUBNET_AWARE_ROUTING']) == []
+
+
+@pytest.mark.parametrize('typo, real', [
+    ('NCCL_IB_SUBNET_AWARE_ROUTNG', 'NCCL_IB_SUBNET_AWARE_ROUTING'),
+    ('NCCL_IB_SUBNET_PREFIX_LENGTH', 'NCCL_IB_SUBNET_PREFIX_LEN'),
+])
+def test_misspelt_new_variable_is_refused_naming_the_real_one(typo, real):
+    [problem] = validate_nccl_env({typo: 1})
+    assert problem['code'] == 'nccl-unknown-variable'
+    assert '%s?' % real in problem['what']
+
+
+def test_variable_only_older_nccl_read_is_refused_with_its_last_release():
+    [problem] = validate_nccl_env({'NCCL_RINGS': '0 1'})
+    assert problem['code'] == 'nccl-removed-variable'
+    assert '2.4.8' in problem['what'] and 'nccl_env_deliberate' in problem['fix']
+    assert validate_nccl_env({'NCCL_RINGS': '0_1'}, deliberate=['NCCL_RINGS']) == []
+
+
+def test_the_catalog_is_the_one_home_of_nccl_names():
+    """_nccl keeps no list of NCCL variable names of its own besides the dead and discouraged ones."""
+    assert KNOWN_NCCL_VARS == frozenset(_nccl_catalog.NCCL_VARS)
+    assert not hasattr(_nccl, '_DOCUMENTED') and not hasattr(_nccl, '_READ_BUT_UNDOCUMENTED')
+    assert set(_nccl.DISCOURAGED_VARS) <= KNOWN_NCCL_VARS
+    assert not set(DEAD_VARS) & KNOWN_NCCL_VARS
+    assert not {n for n in _nccl.OTHER_KNOWN_VARS if n.startswith('NCCL_')}
+
+
+def _release(text):
+    assert re.match(r'^2\.\d+\.\d+$', text), text
+    return tuple(int(part) for part in text.split('.'))
+
+
+def test_catalog_sanity():
+    cat = _nccl_catalog
+    newest = _release(cat.NCCL_RELEASE)
+    assert cat.NCCL_TAG == 'v%s-1' % cat.NCCL_RELEASE or cat.NCCL_TAG.startswith('v%s-' % cat.NCCL_RELEASE)
+    oldest = _release(cat.OLDEST_RELEASE_READ)
+    assert len(cat.NCCL_VARS) > 200
+    for name, since in cat.NCCL_VARS.items():
+        assert re.match(r'^NCCL_[A-Z0-9_]+$', name), name
+        assert oldest <= _release(since) <= newest, (name, since)
+    for name, (first, last) in cat.REMOVED_VARS.items():
+        assert name not in cat.NCCL_VARS
+        assert oldest <= _release(first) <= _release(last) < newest, name
+    assert cat.DOCUMENTED <= set(cat.NCCL_VARS)
+    # old, well known variables carry the oldest release read; later ones the release FACTS.md gives
+    for name in ('NCCL_IB_HCA', 'NCCL_SOCKET_IFNAME', 'NCCL_DEBUG', 'NCCL_IB_DISABLE', 'NCCL_IB_GID_INDEX'):
+        assert cat.NCCL_VARS[name] == cat.OLDEST_RELEASE_READ, name
+    assert _release(cat.NCCL_VARS['NCCL_IB_MERGE_NICS'])[:2] == (2, 20)
+    assert _release(cat.NCCL_VARS['NCCL_IB_ADDR_RANGE'])[:2] == (2, 21)
+    assert _release(cat.NCCL_VARS['NCCL_IB_SUBNET_AWARE_ROUTING']) > (2, 28, 9)
+    # the removed ones that DEAD_VARS explains agree with it: NCCL_TREE_THRESHOLD went in 2.5
+    assert _release(cat.REMOVED_VARS['NCCL_TREE_THRESHOLD'][1])[:2] == (2, 4)
+    assert _release(cat.REMOVED_VARS['NCCL_WORK_FIFO_DEPTH'][1])[:2] == (2, 21)
 
 
 def test_known_variables_include_the_common_ones_and_no_dead_one():
@@ -339,10 +414,29 @@ def test_bool_extras_are_written_as_1_and_0():
 @pytest.mark.parametrize('value', ['INFO\nNCCL_IB_HCA=mlx5_0', 'a\rb', 'a\x00b'])
 def test_values_with_line_breaks_are_rejected(value):
     [problem] = validate_nccl_env({'NCCL_DEBUG_SUBSYS': value})
-    assert problem['code'] == 'nccl-control-character'
+    assert problem['code'] == 'env-value-control'
     with pytest.raises(NcclEnvError) as info:
         render_env_file({'NCCL_DEBUG_SUBSYS': value})
-    assert codes(info.value.problems) == ['nccl-control-character']
+    assert codes(info.value.problems) == ['env-value-control']
+
+
+@pytest.mark.parametrize('value, code', [
+    ('"INIT,NET"', 'env-value-quote'), ("'INIT'", 'env-value-quote'), ('a\\b', 'env-value-backslash'),
+    ('$HOME/topo.xml', 'env-value-expansion'), (' INIT', 'env-value-edge-space'), ('INIT ', 'env-value-edge-space'),
+    ('caf\u00e9', 'env-value-non-ascii'), ('a\tb', 'env-value-control')])
+def test_values_outside_the_env_file_format_are_refused_not_quoted(value, code):
+    [problem] = validate_nccl_env({'NCCL_DEBUG_SUBSYS': value})
+    assert (problem['code'], problem['variable']) == (code, 'nccl_env_extra')
+    assert 'NCCL_DEBUG_SUBSYS' in problem['what'] and 'bare' in problem['fix']
+    with pytest.raises(NcclEnvError) as info:
+        render_env_file({'NCCL_DEBUG_SUBSYS': value})
+    assert codes(info.value.problems) == [code]
+
+
+def test_a_refused_value_reaches_preflight_with_the_host():
+    """check_nccl_settings (what preflight runs per host) reports the format problem, so preflight stops first."""
+    problems = check_nccl_settings({'NCCL_DEBUG_SUBSYS': '"INIT"'}, None, None, None, TWINS, SPARK_RDMA)
+    assert codes(errors(problems)) == ['env-value-quote']
 
 
 def test_render_env_file_rejects_bad_names_and_values_by_code():
@@ -357,12 +451,14 @@ def test_values_that_are_not_scalars_are_rejected(value):
     assert (problem['code'], problem['variable']) == ('nccl-bad-value', 'nccl_env_extra')
 
 
-def test_values_needing_quotes_are_quoted_for_systemd():
-    assert quote_value('=enp1s0f1np1,enP2p1s0f1np1') == '=enp1s0f1np1,enP2p1s0f1np1'
-    assert quote_value('/tmp/nccl.%h.%p') == '/tmp/nccl.%h.%p'
-    assert quote_value('a b') == '"a b"'
-    assert quote_value('say "hi" $HOME `x` \\') == '"say \\"hi\\" \\$HOME \\`x\\` \\\\"'
-    assert quote_value('') == ''
+def test_the_file_holds_bare_values_only():
+    text = render_env_file({'NCCL_SOCKET_IFNAME': '=enp1s0f1np1,enP2p1s0f1np1', 'NCCL_DEBUG_FILE': '/tmp/nccl.%h.%p',
+                            'NCCL_DEBUG_TIMESTAMP_FORMAT': '[%F %T]', 'NCCL_ALGO': 'allreduce:tree;allgather:ring',
+                            'NCCL_COMM_ID': ''})
+    assert text.endswith('NCCL_SOCKET_IFNAME==enp1s0f1np1,enP2p1s0f1np1\nNCCL_DEBUG_FILE=/tmp/nccl.%h.%p\n'
+                         'NCCL_DEBUG_TIMESTAMP_FORMAT=[%F %T]\nNCCL_ALGO=allreduce:tree;allgather:ring\n'
+                         'NCCL_COMM_ID=\n')
+    assert '"' not in text
 
 
 def test_nccl_debug_value_is_checked():
@@ -382,7 +478,7 @@ def test_every_problem_is_reported_not_only_the_first():
         'NCCL_TREE_THRESHOLD': 0, 'NCCL_TIMEOUT': 1800, 'CUDA_MANAGED_MEMORY': 1,
         'NCCL_SOCKET_IFNAME': 'enP7s7', 'NCCL_BOGUS': 1, 'NCCL_DEBUG_SUBSYS': 'a\nb'})
     assert codes(err.problems) == ['nccl-dead-variable'] * 3 + [
-        'nccl-not-cx7-interface', 'nccl-unknown-variable', 'nccl-control-character']
+        'nccl-not-cx7-interface', 'nccl-unknown-variable', 'env-value-control']
     assert str(err).startswith('The NCCL environment has 6 problems:')
     assert isinstance(err, ProblemsError) and err.subject == 'The NCCL environment'
     for number, item in enumerate(err.problems, 1):
