@@ -300,10 +300,10 @@ min_busbw_gbps:
   type: float
   sample: 21.875
 threshold_min_bytes:
-  description: The smallest size the threshold applied to (O(threshold_min_bytes)).
+  description: The smallest size the verdict judges (O(threshold_min_bytes)).
   returned: when the worker ran to the end
   type: int
-  sample: 134217728
+  sample: 1073741824
 problems:
   description: What made the check fail.
   returned: when the worker ran to the end
