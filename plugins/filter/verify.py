@@ -14,6 +14,7 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.dgxspark.sglang.plugins.module_utils._verify import (
     allreduce_blockers,
+    allreduce_sizing,
     group_reports,
     node_report,
     parse_env_file,
@@ -42,6 +43,17 @@ def verify_allreduce_blockers(plan, host, play_hosts, skip_on_link_down=True):
     return allreduce_blockers(_plan(plan, host, 'verify_allreduce_blockers'), host, play_hosts, skip_on_link_down)
 
 
+def verify_allreduce_sizing(plan, host, memories, max_bytes=None, reserve_bytes=None):
+    """Filter: the largest all-reduce size of the host's group, capped where SGLang serves (MemAvailable less a reserve)."""
+    if not isinstance(memories, (list, tuple)):
+        raise AnsibleFilterError('verify_allreduce_sizing: memories must be a list of {host, serving, meminfo}, got %s'
+                                 % type(memories).__name__)
+    try:
+        return allreduce_sizing(_plan(plan, host, 'verify_allreduce_sizing'), host, memories, max_bytes, reserve_bytes)
+    except (TypeError, ValueError) as exc:
+        raise AnsibleFilterError('verify_allreduce_sizing: %s' % exc)
+
+
 def verify_node_report(plan, host, **results):
     """Filter: one node's verify report, with its failures, from the plan and the node's raw results."""
     try:
@@ -67,6 +79,7 @@ class FilterModule:
         return {
             'env_file_vars': env_file_vars,
             'verify_allreduce_blockers': verify_allreduce_blockers,
+            'verify_allreduce_sizing': verify_allreduce_sizing,
             'verify_node_report': verify_node_report,
             'verify_reports': verify_reports,
         }

@@ -24,10 +24,17 @@ import os
 import re
 
 from ansible_collections.dgxspark.sglang.plugins.module_utils._allreduce import (
+    DEFAULT_MAX_BYTES,
     DEFAULT_MIN_BUSBW_GBPS,
+    DEFAULT_SERVING_RESERVE_BYTES,
     DEFAULT_THRESHOLD_MIN_BYTES,
+    VERDICT_FAIL,
+    VERDICT_PROVISIONAL,
+    human_bytes,
+    memory_capped_max_bytes,
 )
 from ansible_collections.dgxspark.sglang.plugins.module_utils._cluster import DRIVER_FIX
+from ansible_collections.dgxspark.sglang.plugins.module_utils._nvidia_smi import parse_meminfo
 
 # The checks of a node, in the order the report shows them.
 CHECK_REACHABLE = 'reachable'
@@ -52,15 +59,6 @@ INTERFACE_KEYS = ('name', 'present', 'operstate', 'speed_mbps', 'mtu', 'ipv4', '
 COMPLETION_TEXT_MAX = 200
 
 _ESCAPED = re.compile(r'\\(["\\`$])')
-
-
-def human_bytes(count):
-    """A message size as the report prints it: 8 -> '8 B', 65536 -> '64 KiB', 3 * 2**20 -> '3 MiB', 1536 -> '1536 B'."""
-    count = int(count)
-    for unit, shift in (('GiB', 30), ('MiB', 20), ('KiB', 10)):
-        if count >= 1 << shift and count % (1 << shift) == 0:
-            return '%d %s' % (count >> shift, unit)
-    return '%d B' % count
 
 
 def failure(check, code, reason):
@@ -148,6 +146,62 @@ def allreduce_blockers(plan, host, play_hosts, skip_on_link_down=True):
             blockers.append({'host': name, 'code': 'cx7-twin-down',
                              'reason': '%s: CX7 twin %s missing or down' % (name, ', '.join(down))})
     return blockers
+
+
+def allreduce_sizing(plan, host, memories, max_bytes=None, reserve_bytes=None):
+    """How large the all-reduce's messages may be for ``host``'s group: the same answer on every node of it.
+
+    ``memories``: one ``{host, serving, meminfo}`` per node of the play (``serving``: the SGLang unit is active;
+    ``meminfo``: the text of its /proc/meminfo). When no node of the group serves, the sizes are ``max_bytes``
+    (None: the module's default). When some do, SGLang holds most of their memory (GB10 memory is unified, so GPU
+    buffers come out of MemAvailable): the largest size is capped so that each serving node's buffers fit in its
+    MemAvailable less ``reserve_bytes``; the node with the least memory sets it for the whole group (every node
+    must run the same sizes). A serving node without room for even the smallest size, or without a readable
+    MemAvailable, is a blocker: the all-reduce does not run.
+
+    Returns ``{sized_from_memory, max_bytes, serving_hosts, limited_by, mem_available_bytes, reserve_bytes, note,
+    blockers}``; ``note`` is the sentence the report shows (None when nothing was sized).
+    """
+    group = group_of(plan, host)
+    limit = int(max_bytes) if max_bytes not in (None, '') else DEFAULT_MAX_BYTES
+    reserve = int(reserve_bytes) if reserve_bytes not in (None, '') else DEFAULT_SERVING_RESERVE_BYTES
+    ranks = group.get('gpus_per_node') or 1
+    serving = [m for m in memories or () if m.get('serving') and m.get('host') in group['hosts']]
+    result = {'sized_from_memory': False, 'max_bytes': None if max_bytes in (None, '') else limit,
+              'serving_hosts': sorted(m['host'] for m in serving), 'limited_by': None, 'mem_available_bytes': None,
+              'reserve_bytes': reserve, 'note': None, 'blockers': []}
+    if not serving:
+        return result
+    available = {}
+    for item in serving:
+        kib = parse_meminfo(item.get('meminfo')).get('MemAvailable')
+        if kib is None:
+            result['blockers'].append({
+                'host': item['host'], 'code': 'allreduce-memory-unknown',
+                'reason': '%s serves SGLang and its MemAvailable cannot be read (/proc/meminfo), so the all-reduce '
+                          'cannot be sized to the memory it has free. Fix: check that /proc/meminfo is readable there'
+                          % item['host']})
+        else:
+            available[item['host']] = kib * 1024
+    if result['blockers']:
+        return result
+    tightest = min(sorted(available), key=lambda name: available[name])
+    cap = memory_capped_max_bytes(limit, available[tightest], reserve, ranks)
+    result.update(sized_from_memory=True, limited_by=tightest, mem_available_bytes=available[tightest])
+    free = 'MemAvailable %.1f GiB on %s less a reserve of %s' % (available[tightest] / float(1 << 30), tightest,
+                                                                 human_bytes(reserve))
+    if cap is None:
+        result['blockers'].append({
+            'host': tightest, 'code': 'allreduce-no-free-memory',
+            'reason': '%s serves SGLang and has no room for the all-reduce\'s buffers (%s). Fix: lower '
+                      "sglang_server_args['mem-fraction-static'], or stop the SGLang unit while verify runs, or lower "
+                      'verify_allreduce_memory_reserve_bytes' % (tightest, free)})
+        return result
+    result['max_bytes'] = cap
+    result['note'] = ('SGLang serves on %s: the buffers were sized from the memory free (%s, %d rank(s) x 2 x the '
+                      'size), largest size %s%s' % (', '.join(result['serving_hosts']), free, ranks, human_bytes(cap),
+                                                    '' if cap >= limit else ' instead of %s' % human_bytes(limit)))
+    return result
 
 
 # --- one node ----------------------------------------------------------------------------------------------------
@@ -249,17 +303,23 @@ def unit_section(service, command_result, host):
     return section, failures
 
 
-def allreduce_summary(result, backend, runtime, blockers=(), min_busbw_gbps=None, threshold_min_bytes=None):
+def allreduce_summary(result, backend, runtime, blockers=(), min_busbw_gbps=None, threshold_min_bytes=None,
+                      sizing=None):
     """What the report shows of a node's all-reduce (``nccl_allreduce``'s result; skipped when blocked).
 
     The threshold is the one the module used: the value it returns, else the one it was given, else its default.
     ``applicable`` is False when the module said so (a group of one node with one rank: no link to measure); then
-    there is no bandwidth verdict, and no failure either.
+    there is no bandwidth verdict, and no failure either. ``verdict`` is the module's bandwidth verdict (``pass``,
+    ``fail``, ``warn``, ``provisional``, ``not-judged``); ``provisional`` and ``warn`` are warnings, shown in
+    ``warnings``, not failures. ``sizing`` is what ``allreduce_sizing`` decided (its ``note`` says how the sizes were
+    capped on a serving node).
     """
     result = result or {}
     ran = _ran(result)
     applicable = not (ran and result.get('applicable') is False)
     min_bytes = _first_set(result.get('threshold_min_bytes'), threshold_min_bytes, DEFAULT_THRESHOLD_MIN_BYTES, cast=int)
+    sizing = dict(sizing or {})
+    judged = list(result.get('judged_bytes') or ())
     return {
         'ran': ran,
         'applicable': applicable,
@@ -277,6 +337,13 @@ def allreduce_summary(result, backend, runtime, blockers=(), min_busbw_gbps=None
         'threshold_min_bytes': min_bytes,
         'threshold_min_size': human_bytes(min_bytes),
         'threshold_applied': bool(result.get('threshold_applied', False)),
+        'verdict': result.get('bandwidth_verdict') if ran and applicable else None,
+        'provisional': bool(ran and applicable and result.get('bandwidth_verdict') == 'provisional'),
+        'judged_busbw_gbps': result.get('judged_busbw_gbps'),
+        'judged_sizes': [human_bytes(size) for size in judged],
+        'warnings': list(result.get('bandwidth_warnings') or ()) if ran and applicable else [],
+        'sized_from_memory': bool(sizing.get('sized_from_memory')),
+        'sizing_note': sizing.get('note'),
         'passed': bool(ran and applicable and result.get('passed', False)),
         'problems': list(result.get('problems') or ()),
         'error': result.get('msg') if ran and applicable else None,
@@ -303,7 +370,7 @@ def allreduce_failures(summary, host, link_down=()):
         rows = summary['results']
         if any(not row.get('correct') for row in rows):
             code = 'allreduce-wrong-sums'
-        elif rows and summary['threshold_applied']:
+        elif rows and summary.get('verdict') == VERDICT_FAIL:
             code = 'allreduce-below-threshold'
         else:
             code = 'allreduce-error'
@@ -312,7 +379,13 @@ def allreduce_failures(summary, host, link_down=()):
     if link_down:
         return [failure(CHECK_ALLREDUCE, 'allreduce-not-run',
                         'not run: CX7 twin %s missing or down here' % ', '.join(link_down))]
-    return []
+    # A serving node without room for the buffers (or without a readable MemAvailable) is its own failure.
+    return [failure(CHECK_ALLREDUCE, b['code'], 'not run: %s' % b['reason']) for b in summary['blockers']
+            if b.get('host') == host and b.get('code') in SIZING_CODES]
+
+
+# The blockers that allreduce_sizing gives: the node named is the one that failed.
+SIZING_CODES = frozenset(('allreduce-no-free-memory', 'allreduce-memory-unknown'))
 
 
 def health_summary(result, host):
@@ -350,13 +423,13 @@ def health_failures(summary, service, host):
 
 
 def node_report(plan, host, nccl_env=None, allreduce=None, unit=None, health=None, blockers=(), backend='nccl',
-                runtime='python', require_rdma=None, min_busbw_gbps=None, threshold_min_bytes=None):
+                runtime='python', require_rdma=None, min_busbw_gbps=None, threshold_min_bytes=None, sizing=None):
     """One node's report from the plan and the node's raw results, with its ``failures``.
 
     ``nccl_env``, ``allreduce``, ``unit`` and ``health`` are the registered results of the role's tasks (slurp,
     nccl_allreduce, ``systemctl show``, sglang_health); ``health`` counts on rank 0 only. ``require_rdma`` None
     means: required on ``nccl`` runs. Rank 0's report also holds the health check (``health``); every node's holds
-    its own all-reduce (``allreduce``).
+    its own all-reduce (``allreduce``); ``sizing`` is what ``allreduce_sizing`` decided for its group.
     """
     node = node_of(plan, host)
     group = group_of(plan, host)
@@ -372,7 +445,7 @@ def node_report(plan, host, nccl_env=None, allreduce=None, unit=None, health=Non
     failures.extend(more)
     env, more = nccl_env_section(plan.get('nccl_env_file'), nccl_env, host)
     failures.extend(more)
-    summary = allreduce_summary(allreduce, backend, runtime, blockers, min_busbw_gbps, threshold_min_bytes)
+    summary = allreduce_summary(allreduce, backend, runtime, blockers, min_busbw_gbps, threshold_min_bytes, sizing)
     failures.extend(allreduce_failures(summary, host, links_down((probe or {}).get('interfaces'))))
     unit_state, more = unit_section(group['service'], unit, host)
     failures.extend(more)
@@ -458,7 +531,15 @@ def cluster_verdict(node_reports, allreduce, health):
     return {'verdict': 'fail' if failures else 'pass', 'passed': not failures, 'failures': failures}
 
 
-_NODE_ALLREDUCE_KEYS = ('backend', 'runtime', 'ran', 'applicable', 'passed', 'error')
+_NODE_ALLREDUCE_KEYS = ('backend', 'runtime', 'ran', 'applicable', 'passed', 'verdict', 'error')
+
+
+def allreduce_warnings(allreduce, head):
+    """The warnings of a group's all-reduce (rank 0's): a provisional verdict, or one below the threshold that only
+    warns (``below_threshold=warn``). Each ``{host, check, code, reason}``; they do not change the verdict."""
+    allreduce = allreduce or {}
+    code = 'allreduce-provisional' if allreduce.get('verdict') == VERDICT_PROVISIONAL else 'allreduce-below-threshold'
+    return [dict(failure(CHECK_ALLREDUCE, code, text), host=head) for text in allreduce.get('warnings') or ()]
 
 
 def group_report(plan, group_name, node_reports, timestamp, report_dir=None):
@@ -496,7 +577,8 @@ def group_report(plan, group_name, node_reports, timestamp, report_dir=None):
         'model': (group.get('model') or {}).get('served_name'),
     }
     report.update(cluster_verdict(nodes, allreduce, health))
-    report.update(nodes=nodes, allreduce=allreduce, health=health)
+    report.update(warnings=allreduce_warnings(allreduce, group['head']), nodes=nodes, allreduce=allreduce,
+                  health=health)
     if report_dir is not None:
         report['path'] = os.path.join(str(report_dir), '%s-%s' % (group_name, timestamp))
     return report

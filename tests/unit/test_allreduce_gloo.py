@@ -80,8 +80,9 @@ def test_two_nodes_of_one_rank_each_sum_right(tmp_path):
             assert row["busbw_gbps"] == row["algbw_gbps"]
             assert row["algbw_gbps"] == pytest.approx(row["bytes"] / row["time_us"] / 1e3, rel=1e-3, abs=1e-6)
         assert rows[-1]["busbw_gbps"] > 0
-        passed, _peak, applied, problems = evaluate(rows, 21.875, 128 * 1024 * 1024, "gloo")
-        assert (passed, applied, problems) == (True, False, [])
+        verdict = evaluate(rows, 21.875, 1024 ** 3, "gloo")
+        assert (verdict["passed"], verdict["threshold_applied"], verdict["problems"]) == (True, False, [])
+        assert verdict["bandwidth_verdict"] == "not-judged"
 
 
 def run_module(args, timeout=180):
@@ -116,6 +117,8 @@ def test_module_one_node_two_local_ranks():
     assert not result.get("failed"), result.get("msg")
     assert (result["changed"], result["applicable"]) == (False, True)
     assert (result["passed"], result["threshold_applied"], result["problems"]) == (True, False, [])
+    # gloo: the CPU over sockets; the threshold does not apply, so no verdict and no warning, at 1 MiB as at 1 GiB.
+    assert (result["bandwidth_verdict"], result["bandwidth_warnings"], result["judged_bytes"]) == ("not-judged", [], [])
     assert (result["world_size"], result["local_ranks"]) == (2, 2)
     assert [row["bytes"] for row in result["results"]] == SIZES
     assert all(row["correct"] for row in result["results"])

@@ -5,6 +5,9 @@
    each rank its own --node-rank, --config present, no secret value anywhere in the output.
    Preflight runs first, as in site.yml: this machine has no GPU and no CX7 twins, so the run allows a missing driver
    and missing interfaces (both are reported in the plan's problems).
+   With RDMA devices (the probe reads a sysfs tree shaped like a Spark's): the unit gets --device /dev/infiniband,
+   the same flags as the all-reduce's container, and a run with --tags sglang_server renders the very same unit;
+   with preflight_probe false it fails before any unit is written.
 2. preflight's memory fit, with a model folder of sparse *.safetensors files (140 GB, a 70B model in bf16) and
    gpu_info results from the GB10 capture: fits two Sparks, fails one naming the node count it needs.
 """
@@ -22,6 +25,9 @@ import pytest
 import yaml
 
 from ansible_collections.dgxspark.sglang.plugins.module_utils import _cluster
+from ansible_collections.dgxspark.sglang.plugins.module_utils._allreduce import container_argv
+from ansible_collections.dgxspark.sglang.plugins.module_utils._rdma import container_rdma_args
+from ansible_collections.dgxspark.sglang.tests.unit import sysfs
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 ROLE = ROOT / 'roles' / 'sglang_server'
@@ -216,6 +222,97 @@ def test_native_unit_passes_systemd_analyze_verify(rendered, tmp_path):
     proc = subprocess.run(['systemd-analyze', 'verify', '%s:sglang.service' % path], capture_output=True, text=True,
                           check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_container_without_rdma_devices_gets_memlock_but_no_device(rendered):
+    # This machine has no CX7: the plan's probe found no RDMA device, and docker would refuse a missing device.
+    _rc, _out, units, _generated = rendered
+    for rank in (1, 2):
+        lines = exec_start(units['ctr-%d' % rank])
+        assert '--ulimit memlock=-1' in lines
+        assert not any('/dev/infiniband' in line for line in lines)
+
+
+# ---- 1b. the role with RDMA devices in the plan, under --tags and with the probe switched off ------------------
+
+RDMA_DEVICES = ['rocep1s0f1', 'roceP2p1s0f1']
+
+RDMA_PLAY = """
+- name: The role on a group whose probe finds RDMA devices
+  hosts: rdma
+  gather_facts: false
+  module_defaults:
+    dgxspark.sglang.connectx_info:
+      sysfs_root: {sysfs}
+  roles:
+    - role: dgxspark.sglang.preflight
+      preflight_allow_missing_driver: true
+      preflight_fail_on_missing_interface: false
+    - dgxspark.sglang.sglang_server
+"""
+
+
+@pytest.fixture(scope='module')
+def rdma_runs(tmp_path_factory):
+    """The same play three times: full, --tags sglang_server, and --tags sglang_server with preflight_probe false."""
+    tmp_path = tmp_path_factory.mktemp('rdma')
+    tree = sysfs.build_tree(str(tmp_path / 'sys'), sysfs.spark_pair())
+    inventory = {'all': {
+        'vars': {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable},
+        'children': {'rdma': local_group(tmp_path, ['rdma-1', 'rdma-2'],
+                                         **role_vars(tmp_path, 'rdma', sglang_server_api_key=API_KEY))}}}
+    play = RDMA_PLAY.format(sysfs=tree)
+    runs = {}
+    for name, args in (('full', ()), ('tags', ('--tags', 'sglang_server')),
+                       ('no-probe', ('--tags', 'sglang_server', '-e', '{"preflight_probe": false}'))):
+        (tmp_path / name).mkdir()
+        rc, out = run(tmp_path / name, inventory, play, '--check', '--diff', *args)
+        runs[name] = (rc, out, units_by_host(out))
+    return runs
+
+
+def rdma_lines(lines):
+    """The RDMA flags among a unit's ExecStart lines, as tokens."""
+    return [token for line in lines if line.split()[0] in ('--ulimit', '--device') for token in line.split()]
+
+
+def test_plan_with_rdma_devices_gives_the_container_dev_infiniband(rdma_runs):
+    rc, out, units = rdma_runs['full']
+    assert rc == 0, out[-4000:]
+    assert sorted(units) == ['rdma-1', 'rdma-2'], out[-4000:]
+    for host in units:
+        lines = exec_start(units[host])
+        assert '--device /dev/infiniband' in lines and '--ulimit memlock=-1' in lines
+        # the flags are the one function's, from the devices the probe put in the plan
+        assert rdma_lines(lines) == container_rdma_args(RDMA_DEVICES)
+
+
+def test_the_allreduce_container_gets_the_same_rdma_flags_as_the_sglang_unit(rdma_runs):
+    _rc, _out, units = rdma_runs['full']
+    unit_flags = rdma_lines(exec_start(units['rdma-1']))
+    params = {'docker_path': 'docker', 'image': 'img', 'env_file': None, 'env': {}, 'rdma_devices': RDMA_DEVICES,
+              'backend': 'nccl', 'master_addr': '192.168.100.11', 'master_port': 29511, 'nnodes': 2, 'node_rank': 0,
+              'local_ranks': None, 'warmup_iters': 1, 'iters': 1, 'dtype': 'float32', 'timeout': 60}
+    argv = container_argv(params, [8], '/tmp/w.py', 'rdma-1', 'n')
+    start = argv.index('--ulimit')
+    assert argv[start:start + len(unit_flags)] == unit_flags == ['--ulimit', 'memlock=-1', '--device', '/dev/infiniband']
+    assert '--device' not in container_argv(dict(params, rdma_devices=[]), [8], '/tmp/w.py', 'rdma-1', 'n')
+
+
+def test_tags_sglang_server_renders_the_same_unit_as_a_full_run(rdma_runs):
+    # preflight's plan and probe are tagged always: --tags sglang_server still probes, so the unit is the same.
+    rc, out, units = rdma_runs['tags']
+    assert rc == 0, out[-4000:]
+    assert units == rdma_runs['full'][2]
+    assert '--device /dev/infiniband' in exec_start(units['rdma-2'])
+
+
+def test_without_the_probe_the_role_fails_before_writing_a_unit(rdma_runs):
+    rc, out, units = rdma_runs['no-probe']
+    assert rc != 0
+    assert units == {}
+    assert 'Write the systemd unit of this rank' not in out
+    assert 'spark_cluster_plan is at stage description' in out
 
 
 # ---- 2. memory fit --------------------------------------------------------------------------------------

@@ -125,6 +125,9 @@ def run_verify(tmp_path, url, unit_state, down=False, unreachable=False, one_nod
         'verify_allreduce_runtime': 'python',
         'verify_allreduce_python': sys.executable,
         'verify_allreduce_max_bytes': MAX_BYTES,
+        # The unit is active (a serving node): the sizes come from MemAvailable less this reserve. 0 here, so that
+        # the run does not depend on how much memory this machine has free.
+        'verify_allreduce_memory_reserve_bytes': 0,
         'verify_allreduce_timeout_s': 60,
         'verify_allreduce_master_port': free_port(),
         'verify_health_timeout_s': 10,
@@ -211,6 +214,14 @@ def test_report_json_has_a_correct_row_per_size_and_the_health_check(passing):
     assert (report['allreduce']['threshold_gbps'], report['allreduce']['threshold_min_bytes']) == (
         DEFAULT_MIN_BUSBW_GBPS, DEFAULT_THRESHOLD_MIN_BYTES)
     assert report['allreduce']['threshold_applied'] is False
+    # gloo: the threshold does not apply, at any size; no provisional verdict and no warning either
+    assert (report['allreduce']['verdict'], report['allreduce']['warnings'], report['warnings']) == (
+        'not-judged', [], [])
+    # both units are active: the sizes were capped by the memory free (the 64 KiB asked for fits)
+    assert report['allreduce']['sized_from_memory'] is True
+    assert report['allreduce']['sizing_note'].startswith('SGLang serves on lab-spark-01, lab-spark-02: the buffers '
+                                                         'were sized from the memory free (MemAvailable ')
+    assert report['allreduce']['sizing_note'].endswith('largest size 64 KiB')
     health = report['health']
     assert health['checked'] and health['healthy'] and health['served_model'] == MODEL and health['ttft_s'] > 0
     assert health['completion_text'].startswith('Hello from the lab stand-in')
@@ -228,6 +239,8 @@ def test_report_md_has_verdict_node_tables_and_all_reduce_rows(passing):
     assert re.search(r'\| 64 KiB \| 65536 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| yes \|', md)
     assert '| 8 B | 8 |' in md
     assert 'not applied (gloo)' in md
+    assert 'Bandwidth verdict: not judged (gloo runs on the CPUs over sockets' in md
+    assert 'Buffers sized from free memory (GB10 memory is unified): SGLang serves on lab-spark-01' in md
     assert '| healthy | yes |' in md
     assert '**FAIL**' not in md
 

@@ -221,7 +221,7 @@ def test_passing_lab_node_has_no_failure_and_no_rdma_needed_on_gloo():
     assert head['allreduce']['ran'] and head['allreduce']['passed']
     assert head['allreduce']['results'] == [dict(row, size=v.human_bytes(row['bytes'])) for row in ROWS]
     assert [row['size'] for row in head['allreduce']['results']][:3] == ['8 B', '16 B', '32 B']
-    assert head['allreduce']['threshold_min_size'] == '128 MiB'
+    assert head['allreduce']['threshold_min_size'] == '1 GiB'
     assert head['health']['checked'] and head['health']['healthy'] and head['health']['host'] == H1
     assert 'health' not in other
     assert (head['host'], head['group'], head['node_rank'], head['reachable']) == (H1, 'spark', 0, True)
@@ -293,14 +293,126 @@ def test_allreduce_failures_by_code():
     plan = lab_plan()
     wrong = dict(ALLREDUCE, passed=False, results=[dict(ROWS[0], correct=False)] + ROWS[1:],
                  msg='wrong sums at 1 size(s) (bytes: 8): ...')
-    slow = dict(ALLREDUCE, passed=False, threshold_applied=True,
-                msg='bus bandwidth 3.100 GB/s at 536870912 bytes is below min_busbw_gbps 21.875: ...')
+    slow = dict(ALLREDUCE, passed=False, threshold_applied=True, bandwidth_verdict='fail',
+                msg='peak bus bandwidth 3.100 GB/s (at 1 GiB) over the sizes from 1 GiB on is below ...')
     timeout = {'failed': False, 'msg': 'timed out after 90 s; no rank left running on lab-spark-02. ...'}
     for result, code in ((wrong, 'allreduce-wrong-sums'), (slow, 'allreduce-below-threshold'),
                          (timeout, 'allreduce-error')):
         node = report(plan, H2, allreduce=result)
         assert node['failures'] == [{'check': 'all-reduce', 'code': code, 'reason': result['msg']}]
         assert node['allreduce']['passed'] is False and node['allreduce']['error'] == result['msg']
+
+
+# --- the bandwidth verdict as the report shows it (the module's verdict: _allreduce.evaluate) ------------------------
+
+GIB_ROWS = [{'bytes': (1 << 30) << i, 'time_us': 45000.0, 'algbw_gbps': bw, 'busbw_gbps': bw, 'correct': True}
+            for i, bw in enumerate((23.1, 23.7))]
+
+
+def nccl_result(verdict, judged_bytes, judged, warnings=(), passed=True, msg=None):
+    result = dict(ALLREDUCE, results=GIB_ROWS, peak_busbw_gbps=max(r['busbw_gbps'] for r in GIB_ROWS), passed=passed,
+                  threshold_applied=True, bandwidth_verdict=verdict, judged_bytes=judged_bytes,
+                  judged_busbw_gbps=judged, bandwidth_warnings=list(warnings), min_busbw_gbps=21.875,
+                  threshold_min_bytes=1 << 30)
+    if msg:
+        result['msg'] = msg
+    return result
+
+
+def test_a_passing_bandwidth_verdict_shows_the_judged_sizes_and_no_warning():
+    plan = lab_plan()
+    node = report(plan, H1, allreduce=nccl_result('pass', [1 << 30, 2 << 30], 23.7), backend='nccl',
+                  require_rdma=False)
+    summary = node['allreduce']
+    assert node['failures'] == [] and summary['passed']
+    assert (summary['verdict'], summary['provisional'], summary['judged_sizes'], summary['judged_busbw_gbps']) == (
+        'pass', False, ['1 GiB', '2 GiB'], 23.7)
+    [group] = v.group_reports(plan, {H1: node, H2: report(plan, H2)}, 'T')
+    assert group['verdict'] == 'pass' and group['warnings'] == []
+
+
+def test_a_failing_bandwidth_verdict_fails_the_head_with_its_code():
+    plan = lab_plan()
+    msg = 'peak bus bandwidth 3.100 GB/s (at 1 GiB) over the sizes from 1 GiB on is below min_busbw_gbps 21.875: ...'
+    node = report(plan, H1, allreduce=nccl_result('fail', [1 << 30], 3.1, passed=False, msg=msg), backend='nccl',
+                  require_rdma=False)
+    assert node['failures'] == [{'check': 'all-reduce', 'code': 'allreduce-below-threshold', 'reason': msg}]
+    [group] = v.group_reports(plan, {H1: node, H2: report(plan, H2)}, 'T')
+    assert group['verdict'] == 'fail' and [f['code'] for f in group['failures']] == ['allreduce-below-threshold']
+
+
+@pytest.mark.parametrize('verdict, code', [('provisional', 'allreduce-provisional'),
+                                           ('warn', 'allreduce-below-threshold')])
+def test_a_provisional_or_warn_verdict_is_a_warning_of_the_group_not_a_failure(verdict, code):
+    plan = lab_plan()
+    text = 'provisional bandwidth verdict: the largest size run, 64 MiB, is below threshold_min_bytes (1 GiB) ...'
+    node = report(plan, H1, allreduce=nccl_result(verdict, [64 << 20], 3.1, warnings=[text]), backend='nccl',
+                  require_rdma=False)
+    assert node['failures'] == [] and node['allreduce']['warnings'] == [text]
+    assert node['allreduce']['provisional'] is (verdict == 'provisional')
+    [group] = v.group_reports(plan, {H1: node, H2: report(plan, H2)}, 'T')
+    assert (group['verdict'], group['failures']) == ('pass', [])
+    assert group['warnings'] == [{'host': H1, 'check': 'all-reduce', 'code': code, 'reason': text}]
+
+
+# --- a serving node: the sizes from the memory it has free -----------------------------------------------------------
+
+def meminfo(available_gib):
+    return 'MemTotal:       124610000 kB\nMemFree:        1000000 kB\nMemAvailable:   %d kB\n' % (
+        available_gib * 1024 * 1024)
+
+
+def memories(first, second, serving=(True, True)):
+    return [{'host': H1, 'serving': serving[0], 'meminfo': meminfo(first)},
+            {'host': H2, 'serving': serving[1], 'meminfo': meminfo(second)}]
+
+
+def test_sizing_leaves_the_module_default_when_nothing_serves():
+    sizing = v.allreduce_sizing(lab_plan(), H1, memories(2, 2, serving=(False, False)))
+    assert (sizing['sized_from_memory'], sizing['max_bytes'], sizing['note'], sizing['blockers']) == (
+        False, None, None, [])
+    assert v.allreduce_sizing(lab_plan(), H1, [], max_bytes=65536)['max_bytes'] == 65536
+
+
+def test_sizing_of_a_serving_group_comes_from_the_node_with_the_least_memory_free():
+    # lab-spark-02 has 7 GiB free: less the 6 GiB reserve, 1 GiB of room, so 512 MiB x 2 buffers at most.
+    for host in (H1, H2):  # the same answer on every node of the group
+        sizing = v.allreduce_sizing(lab_plan(), host, memories(30, 7))
+        assert (sizing['sized_from_memory'], sizing['max_bytes'], sizing['limited_by']) == (True, 512 << 20, H2)
+        assert sizing['mem_available_bytes'] == 7 << 30 and sizing['serving_hosts'] == [H1, H2]
+    assert sizing['note'] == ('SGLang serves on lab-spark-01, lab-spark-02: the buffers were sized from the memory '
+                              'free (MemAvailable 7.0 GiB on lab-spark-02 less a reserve of 6 GiB, 1 rank(s) x 2 x '
+                              'the size), largest size 512 MiB instead of 1 GiB')
+    # plenty free: the full 1 GiB, and the report still says how it was sized
+    roomy = v.allreduce_sizing(lab_plan(), H1, memories(30, 20))
+    assert roomy['max_bytes'] == 1 << 30 and roomy['note'].endswith('largest size 1 GiB')
+    # a node that does not serve does not limit the others
+    assert v.allreduce_sizing(lab_plan(), H1, memories(30, 1, serving=(True, False)))['max_bytes'] == 1 << 30
+    assert v.allreduce_sizing(lab_plan(), H1, memories(7, 30), reserve_bytes=0)['max_bytes'] == 1 << 30
+
+
+def test_sizing_the_report_says_so_and_the_small_size_gives_a_provisional_verdict():
+    plan = lab_plan()
+    sizing = v.allreduce_sizing(plan, H1, memories(30, 7))
+    result = nccl_result('provisional', [512 << 20], 22.4, warnings=['provisional bandwidth verdict: ...'])
+    node = report(plan, H1, allreduce=result, backend='nccl', require_rdma=False, sizing=sizing)
+    assert node['failures'] == []
+    assert node['allreduce']['sized_from_memory'] is True and node['allreduce']['sizing_note'] == sizing['note']
+    assert node['allreduce']['provisional'] is True
+
+
+def test_a_serving_node_without_room_blocks_the_allreduce_and_fails_itself():
+    plan = lab_plan()
+    sizing = v.allreduce_sizing(plan, H1, memories(30, 5))
+    assert sizing['max_bytes'] is None and [(b['host'], b['code']) for b in sizing['blockers']] == [
+        (H2, 'allreduce-no-free-memory')]
+    assert "mem-fraction-static" in sizing['blockers'][0]['reason']
+    head = report(plan, H1, allreduce=SKIPPED, blockers=sizing['blockers'], sizing=sizing)
+    other = report(plan, H2, allreduce=SKIPPED, blockers=sizing['blockers'], sizing=sizing)
+    assert head['failures'] == []
+    assert [(f['check'], f['code']) for f in other['failures']] == [('all-reduce', 'allreduce-no-free-memory')]
+    unreadable = v.allreduce_sizing(plan, H1, [{'host': H1, 'serving': True, 'meminfo': ''}])
+    assert [b['code'] for b in unreadable['blockers']] == ['allreduce-memory-unknown']
 
 
 NOT_APPLICABLE = {'changed': False, 'failed': False, 'applicable': False, 'world_size': 1, 'local_ranks': 1,
@@ -428,8 +540,9 @@ def test_passing_group_report():
     assert group['allreduce']['blockers'] == []
     assert group['health']['ttft_s'] == 0.0065
     assert [n['host'] for n in group['nodes']] == [H1, H2]
-    assert all(set(n['allreduce']) == {'backend', 'runtime', 'ran', 'applicable', 'passed', 'error'}
+    assert all(set(n['allreduce']) == {'backend', 'runtime', 'ran', 'applicable', 'passed', 'verdict', 'error'}
                for n in group['nodes'])
+    assert group['warnings'] == []
     assert group['allreduce']['applicable'] is True
     assert all('health' not in n for n in group['nodes'])
     assert 'health' in nodes[H1] and 'results' in nodes[H1]['allreduce'], 'the inputs are not changed'
