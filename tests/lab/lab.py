@@ -22,6 +22,7 @@ bind-mounts it read-only into every machine at the same path: the gloo all-reduc
 
 A machine that reboots (`systemctl reboot` inside it, Ansible's reboot module) comes back: a
 supervisor runs its nspawn again, on the same disk, with a network namespace made anew.
+`up --network-manager`: the management port belongs to the machine's own NetworkManager, as on DGX OS.
 
 Run as root; standard library only. State lives in $DGXSPARK_LAB_DIR (default
 /var/lib/dgxspark-lab), never in the checkout.
@@ -535,6 +536,130 @@ def build_torch_venv(force=False):
     return True
 
 
+# --------------------------------------------------------------------------- NetworkManager (DGX OS's way)
+
+# `up --network-manager`: machines whose management port belongs to NetworkManager, as on DGX OS
+# (Ubuntu): its own package layer, Ubuntu's netplan and NM defaults, a static keyfile profile.
+# Normal machines never see any of it (other scenarios rely on networkd alone).
+NM_PACKAGES = ["network-manager"]
+# Bump when build_nm_layer() changes; the rootfs stamp and the package list are hashed in as well.
+NM_LAYER_RECIPE = "1"
+# Ubuntu's installer writes this file on desktop installs (DGX OS has it): NetworkManager renders
+# every device that no netplan definition gives another renderer.
+UBUNTU_NM_NETPLAN = "# Let NetworkManager manage all devices on this system\nnetwork:\n  version: 2\n  renderer: NetworkManager\n"
+# Ubuntu's network-manager package ships this file (Debian's does not): NM manages no Ethernet
+# device unless netplan, with NetworkManager as the global renderer, shadows it with an empty
+# /run/NetworkManager/conf.d/10-globally-managed-devices.conf at each boot.
+UBUNTU_NM_MANAGED_DEVICES = "[keyfile]\nunmanaged-devices=*,except:type:wifi,except:type:gsm,except:type:cdma\n"
+NM_PROFILE = """\
+# tests/lab/lab.py: the management port's profile, applied by the machine's own NetworkManager
+[connection]
+id=management
+uuid={uuid}
+type=ethernet
+interface-name={ifname}
+autoconnect=true
+
+[ipv4]
+method=manual
+address1={address}/24
+
+[ipv6]
+method=disabled
+"""
+
+
+def nm_layer_path():
+    return LAB_DIR / "layer-network-manager"
+
+
+def nm_layer_stamp():
+    return hashlib.sha256(("%s %s %s" % (NM_LAYER_RECIPE, ROOTFS_STAMP, " ".join(NM_PACKAGES))).encode()).hexdigest()[:16]
+
+
+def nm_layer_ready():
+    stamp = nm_layer_path() / ".dgxspark-lab-stamp"
+    return stamp.is_file() and stamp.read_text().strip() == nm_layer_stamp()
+
+
+def build_nm_layer():
+    """<labdir>/layer-network-manager: an overlay layer above the rootfs with NetworkManager, built once.
+
+    apt installs the packages into an overlay's upper dir over the cached rootfs; that upper dir is
+    the layer (lowerdir=layer:rootfs for the machines that ask for it).
+    """
+    if nm_layer_ready():
+        return False
+    final, tmp = nm_layer_path(), LAB_DIR / "layer-network-manager.tmp"
+    if any(m.startswith(str(final)) or m.startswith(str(tmp)) for m in lab_mounts()) or any(
+            (node_dir(i) / "network-manager").exists() and nspawn_pid(i) for i in known_nodes()):
+        raise LabError("the NetworkManager layer must be (re)built, but machines use it: run `lab.py down` first")
+    for d in (tmp, final):
+        if d.exists():
+            shutil.rmtree(d)
+    for sub in ("upper", "work", "merged"):
+        (tmp / sub).mkdir(parents=True)
+    t0 = time.monotonic()
+    log("building %s: %s (once; cached)" % (final, " ".join(NM_PACKAGES)))
+    merged = tmp / "merged"
+    run(["mount", "-t", "overlay", "overlay", "-o", "lowerdir=%s,upperdir=%s,workdir=%s" % (
+        rootfs_path(), tmp / "upper", tmp / "work"), str(merged)])
+    try:
+        policy = merged / "usr/sbin/policy-rc.d"
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+        # The rootfs has no DNS (its machines have none); apt here runs in the host's namespace.
+        shutil.copyfile("/etc/resolv.conf", merged / "etc/resolv.conf")
+        chroot_run(str(merged), "apt-get update -q; apt-get install -y -q --no-install-recommends %s; "
+                   "apt-get clean; rm -rf /var/lib/apt/lists/*" % " ".join(NM_PACKAGES))
+        policy.unlink()
+        (merged / "etc/netplan").mkdir(parents=True, exist_ok=True)
+        (merged / "etc/netplan/01-network-manager-all.yaml").write_text(UBUNTU_NM_NETPLAN)
+        (merged / "etc/netplan/01-network-manager-all.yaml").chmod(0o600)
+        conf = merged / "usr/lib/NetworkManager/conf.d"
+        conf.mkdir(parents=True, exist_ok=True)
+        (conf / "10-globally-managed-devices.conf").write_text(UBUNTU_NM_MANAGED_DEVICES)
+    finally:
+        run(["umount", str(merged)], check=False)
+    # Out of the upper dir itself (no whiteout): the rootfs's own resolv.conf shows through again.
+    (tmp / "upper/etc/resolv.conf").unlink()
+    (tmp / "upper").rename(final)
+    shutil.rmtree(tmp)
+    (final / ".dgxspark-lab-stamp").write_text(nm_layer_stamp() + "\n")
+    log("NetworkManager layer ready in %.1f s" % (time.monotonic() - t0))
+    return True
+
+
+def uses_network_manager(i):
+    return (node_dir(i) / "network-manager").exists()
+
+
+def set_network_manager(i, wanted):
+    marker = node_dir(i) / "network-manager"
+    if wanted:
+        node_dir(i).mkdir(parents=True, exist_ok=True)
+        marker.write_text("the management port belongs to the machine's NetworkManager\n")
+    else:
+        marker.unlink(missing_ok=True)
+
+
+def node_lowerdirs(i):
+    """The overlay's lower layers of a machine, top first."""
+    if uses_network_manager(i):
+        return "%s:%s" % (nm_layer_path(), rootfs_path())
+    return str(rootfs_path())
+
+
+def prepare_node_network_manager(i):
+    """The management port's profile, inside the machine: its NetworkManager sets the address at boot."""
+    conns = node_dir(i) / "merged/etc/NetworkManager/system-connections"
+    conns.mkdir(parents=True, exist_ok=True)
+    profile = conns / "management.nmconnection"
+    profile.write_text(NM_PROFILE.format(uuid=uuid.uuid5(uuid.NAMESPACE_DNS, node_name(i)), ifname=MGMT_IF,
+                                         address=node_ip(i)))
+    profile.chmod(0o600)
+
+
 # --------------------------------------------------------------------------- network
 
 def ensure_netns(name):
@@ -575,7 +700,10 @@ def ensure_node_net(i):
             run(["ip", "-n", SW_NS, "link", "set", sw_end, "mtu", str(mtu)])
         run(["ip", "-n", SW_NS, "link", "set", sw_end, "master", br, "up"])
     # The management port is configured like the Spark's (static, before boot); the CX7 stand-ins
-    # stay down and unconfigured: the cx7_network role brings them up.
+    # stay down and unconfigured: the cx7_network role brings them up. With --network-manager the
+    # machine's own NetworkManager configures the management port.
+    if uses_network_manager(i):
+        return
     if node_ip(i) not in run(["ip", "-n", ns, "-4", "addr", "show", "dev", MGMT_IF]).stdout:
         run(["ip", "-n", ns, "addr", "add", node_ip(i) + "/24", "dev", MGMT_IF])
     run(["ip", "-n", ns, "link", "set", MGMT_IF, "up"])
@@ -781,7 +909,7 @@ def prepare_node(i, n, pubkey):
     for sub in ("upper", "work", "merged"):
         (d / sub).mkdir(parents=True, exist_ok=True)
     run(["mount", "-t", "overlay", "overlay", "-o",
-         "lowerdir=%s,upperdir=%s,workdir=%s" % (rootfs_path(), d / "upper", d / "work"), str(merged)])
+         "lowerdir=%s,upperdir=%s,workdir=%s" % (node_lowerdirs(i), d / "upper", d / "work"), str(merged)])
     name = node_name(i)
     (merged / "etc/hostname").write_text(name + "\n")
     hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
@@ -1221,6 +1349,9 @@ def cmd_up(args):
     torch = torch_wanted(args)
     if torch:
         build_torch_venv()
+    network_manager = bool(getattr(args, "network_manager", False))
+    if network_manager:
+        build_nm_layer()
     LAB_DIR.mkdir(parents=True, exist_ok=True)
     pubkey = ensure_key()
     extra = [i for i in known_nodes() if i > n]
@@ -1240,12 +1371,18 @@ def cmd_up(args):
             # A mount cannot be added to a running machine from here: restart it (pristine) with the venv.
             log("%s runs without the torch venv: restarting it with it" % node_name(i))
             stop_nodes([i])
+        if nspawn_pid(i) and uses_network_manager(i) != network_manager:
+            log("%s: restarting it (pristine) %s NetworkManager" % (node_name(i), "with" if network_manager else "without"))
+            stop_nodes([i])
         if nspawn_pid(i):
             ensure_node_net(i)
             continue
         stop_nodes([i])        # leftovers of a machine that died: mounts, cgroups, namespace
+        set_network_manager(i, network_manager)
         ensure_node_net(i)
         prepare_node(i, n, pubkey)
+        if network_manager:
+            prepare_node_network_manager(i)
         start_node(i, torch)
         started.append(i)
     wait_ready(range(1, n + 1))
@@ -1337,6 +1474,9 @@ def main(argv=None):
     p.add_argument("--with-torch", action="store_true",
                    help="build the torch venv once (cached) and mount it read-only into every machine "
                         "(also DGXSPARK_LAB_TORCH=1)")
+    p.add_argument("--network-manager", action="store_true",
+                   help="the management port belongs to the machine's own NetworkManager, as on DGX OS "
+                        "(a package layer built once, Ubuntu's netplan and NM defaults, a static profile)")
     p.add_argument("--inventory", type=Path, default=None,
                    help="folder to write hosts.yml + group_vars into (default: inventories/lab for N=2, "
                         "else $DGXSPARK_LAB_DIR/inventory-N)")
