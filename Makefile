@@ -15,7 +15,7 @@ SANITY_ARGS ?=
 # this network cannot reach; tests/sanity/get_pip.py does the same job offline (see its docstring).
 GET_PIP_CACHE := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 
-.PHONY: test unit sanity lint molecule lab lab-down lab-deps build clean
+.PHONY: test unit sanity lint molecule reboot-test lab lab-down lab-deps build clean
 
 # requirements-sglang.txt: SGLang's own argument parser for the unit tests, without its GPU stack (--no-deps: every
 # module it imports is pinned there; about 950 MB, most of it triton, and a minute).
@@ -27,7 +27,7 @@ $(BIN)/.stamp: requirements.txt requirements-dev.txt requirements-sglang.txt
 
 venv: $(BIN)/.stamp
 
-test: unit sanity lint molecule
+test: unit sanity lint molecule reboot-test
 	@echo "make test: all gates passed"
 
 unit: venv
@@ -57,6 +57,12 @@ lab-deps:
 MOLECULE_SCENARIOS ?= lab site
 molecule: venv lab-deps
 	for s in $(MOLECULE_SCENARIOS); do $(BIN)/molecule test -s $$s || exit 1; done
+
+# cx7_network, then a reboot, on one lab machine whose management port belongs to NetworkManager (as on
+# DGX OS): SSH and NetworkManager must still have the port afterwards. A lab of its own (a reboot would
+# break a cluster's run); it takes the lab ids of the environment, as the scenarios do.
+reboot-test: venv lab-deps
+	$(BIN)/pytest -p no:cacheprovider tests/integration/reboot
 
 # The whole job on the lab: two machines (with a read-only torch venv for the gloo all-reduce),
 # site.yml, then verify.yml, whose last lines say where the report is.

@@ -12,12 +12,17 @@ namespace. See tests/lab/README.md.
     python3 tests/lab/lab.py down [--purge]            stop everything; --purge also drops the rootfs cache
     python3 tests/lab/lab.py status                    one line per machine
     python3 tests/lab/lab.py ssh NODE [CMD...]         SSH into a machine (NODE: lab-spark-01 or 1)
+    python3 tests/lab/lab.py reboot NODE               reboot a machine, wait until SSH answers again
     python3 tests/lab/lab.py rootfs                    build the rootfs cache only
     python3 tests/lab/lab.py torch                     build the torch virtualenv only
 
 `up --with-torch` (or DGXSPARK_LAB_TORCH=1) also builds, once, a virtualenv with the CPU torch wheel
 in the lab dir with the host's /usr/bin/python3 (Debian bookworm's 3.11, the machines' too) and
 bind-mounts it read-only into every machine at the same path: the gloo all-reduce of verify.yml.
+
+A machine that reboots (`systemctl reboot` inside it, Ansible's reboot module) comes back: a
+supervisor runs its nspawn again, on the same disk, with a network namespace made anew.
+`up --network-manager`: the management port belongs to the machine's own NetworkManager, as on DGX OS.
 
 Run as root; standard library only. State lives in $DGXSPARK_LAB_DIR (default
 /var/lib/dgxspark-lab), never in the checkout.
@@ -192,7 +197,12 @@ def proc_cmdline(pid):
 
 
 def nspawn_pid(i):
-    """PID of the machine's systemd-nspawn if it runs (checked against its command line)."""
+    """PID that runs the machine, if it runs: its supervisor (which runs systemd-nspawn again when the
+    machine reboots, and passes SIGTERM on to it), else a bare systemd-nspawn (checked against the
+    command line of each)."""
+    pid = supervisor_pid(i)
+    if pid:
+        return pid
     pid = read_pid(node_dir(i) / "nspawn.pid")
     if pid and pid_alive(pid) and any(b"systemd-nspawn" in a for a in proc_cmdline(pid)[:1]):
         return pid
@@ -553,6 +563,130 @@ def build_torch_venv(force=False):
     return True
 
 
+# --------------------------------------------------------------------------- NetworkManager (DGX OS's way)
+
+# `up --network-manager`: machines whose management port belongs to NetworkManager, as on DGX OS
+# (Ubuntu): its own package layer, Ubuntu's netplan and NM defaults, a static keyfile profile.
+# Normal machines never see any of it (other scenarios rely on networkd alone).
+NM_PACKAGES = ["network-manager"]
+# Bump when build_nm_layer() changes; the rootfs stamp and the package list are hashed in as well.
+NM_LAYER_RECIPE = "1"
+# Ubuntu's installer writes this file on desktop installs (DGX OS has it): NetworkManager renders
+# every device that no netplan definition gives another renderer.
+UBUNTU_NM_NETPLAN = "# Let NetworkManager manage all devices on this system\nnetwork:\n  version: 2\n  renderer: NetworkManager\n"
+# Ubuntu's network-manager package ships this file (Debian's does not): NM manages no Ethernet
+# device unless netplan, with NetworkManager as the global renderer, shadows it with an empty
+# /run/NetworkManager/conf.d/10-globally-managed-devices.conf at each boot.
+UBUNTU_NM_MANAGED_DEVICES = "[keyfile]\nunmanaged-devices=*,except:type:wifi,except:type:gsm,except:type:cdma\n"
+NM_PROFILE = """\
+# tests/lab/lab.py: the management port's profile, applied by the machine's own NetworkManager
+[connection]
+id=management
+uuid={uuid}
+type=ethernet
+interface-name={ifname}
+autoconnect=true
+
+[ipv4]
+method=manual
+address1={address}/24
+
+[ipv6]
+method=disabled
+"""
+
+
+def nm_layer_path():
+    return LAB_DIR / "layer-network-manager"
+
+
+def nm_layer_stamp():
+    return hashlib.sha256(("%s %s %s" % (NM_LAYER_RECIPE, ROOTFS_STAMP, " ".join(NM_PACKAGES))).encode()).hexdigest()[:16]
+
+
+def nm_layer_ready():
+    stamp = nm_layer_path() / ".dgxspark-lab-stamp"
+    return stamp.is_file() and stamp.read_text().strip() == nm_layer_stamp()
+
+
+def build_nm_layer():
+    """<labdir>/layer-network-manager: an overlay layer above the rootfs with NetworkManager, built once.
+
+    apt installs the packages into an overlay's upper dir over the cached rootfs; that upper dir is
+    the layer (lowerdir=layer:rootfs for the machines that ask for it).
+    """
+    if nm_layer_ready():
+        return False
+    final, tmp = nm_layer_path(), LAB_DIR / "layer-network-manager.tmp"
+    if any(m.startswith(str(final)) or m.startswith(str(tmp)) for m in lab_mounts()) or any(
+            (node_dir(i) / "network-manager").exists() and nspawn_pid(i) for i in known_nodes()):
+        raise LabError("the NetworkManager layer must be (re)built, but machines use it: run `lab.py down` first")
+    for d in (tmp, final):
+        if d.exists():
+            shutil.rmtree(d)
+    for sub in ("upper", "work", "merged"):
+        (tmp / sub).mkdir(parents=True)
+    t0 = time.monotonic()
+    log("building %s: %s (once; cached)" % (final, " ".join(NM_PACKAGES)))
+    merged = tmp / "merged"
+    run(["mount", "-t", "overlay", "overlay", "-o", "lowerdir=%s,upperdir=%s,workdir=%s" % (
+        rootfs_path(), tmp / "upper", tmp / "work"), str(merged)])
+    try:
+        policy = merged / "usr/sbin/policy-rc.d"
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+        # The rootfs has no DNS (its machines have none); apt here runs in the host's namespace.
+        shutil.copyfile("/etc/resolv.conf", merged / "etc/resolv.conf")
+        chroot_run(str(merged), "apt-get update -q; apt-get install -y -q --no-install-recommends %s; "
+                   "apt-get clean; rm -rf /var/lib/apt/lists/*" % " ".join(NM_PACKAGES))
+        policy.unlink()
+        (merged / "etc/netplan").mkdir(parents=True, exist_ok=True)
+        (merged / "etc/netplan/01-network-manager-all.yaml").write_text(UBUNTU_NM_NETPLAN)
+        (merged / "etc/netplan/01-network-manager-all.yaml").chmod(0o600)
+        conf = merged / "usr/lib/NetworkManager/conf.d"
+        conf.mkdir(parents=True, exist_ok=True)
+        (conf / "10-globally-managed-devices.conf").write_text(UBUNTU_NM_MANAGED_DEVICES)
+    finally:
+        run(["umount", str(merged)], check=False)
+    # Out of the upper dir itself (no whiteout): the rootfs's own resolv.conf shows through again.
+    (tmp / "upper/etc/resolv.conf").unlink()
+    (tmp / "upper").rename(final)
+    shutil.rmtree(tmp)
+    (final / ".dgxspark-lab-stamp").write_text(nm_layer_stamp() + "\n")
+    log("NetworkManager layer ready in %.1f s" % (time.monotonic() - t0))
+    return True
+
+
+def uses_network_manager(i):
+    return (node_dir(i) / "network-manager").exists()
+
+
+def set_network_manager(i, wanted):
+    marker = node_dir(i) / "network-manager"
+    if wanted:
+        node_dir(i).mkdir(parents=True, exist_ok=True)
+        marker.write_text("the management port belongs to the machine's NetworkManager\n")
+    else:
+        marker.unlink(missing_ok=True)
+
+
+def node_lowerdirs(i):
+    """The overlay's lower layers of a machine, top first."""
+    if uses_network_manager(i):
+        return "%s:%s" % (nm_layer_path(), rootfs_path())
+    return str(rootfs_path())
+
+
+def prepare_node_network_manager(i):
+    """The management port's profile, inside the machine: its NetworkManager sets the address at boot."""
+    conns = node_dir(i) / "merged/etc/NetworkManager/system-connections"
+    conns.mkdir(parents=True, exist_ok=True)
+    profile = conns / "management.nmconnection"
+    profile.write_text(NM_PROFILE.format(uuid=uuid.uuid5(uuid.NAMESPACE_DNS, node_name(i)), ifname=MGMT_IF,
+                                         address=node_ip(i)))
+    profile.chmod(0o600)
+
+
 # --------------------------------------------------------------------------- network
 
 def ensure_netns(name):
@@ -642,7 +776,10 @@ def ensure_node_net(i):
             run(["ip", "-n", SW_NS, "link", "set", sw_end, "mtu", str(mtu)])
         run(["ip", "-n", SW_NS, "link", "set", sw_end, "master", br, "up"])
     # The management port is configured like the Spark's (static, before boot); the CX7 stand-ins
-    # stay down and unconfigured: the cx7_network role brings them up.
+    # stay down and unconfigured: the cx7_network role brings them up. With --network-manager the
+    # machine's own NetworkManager configures the management port.
+    if uses_network_manager(i):
+        return
     if node_ip(i) not in run(["ip", "-n", ns, "-4", "addr", "show", "dev", MGMT_IF]).stdout:
         run(["ip", "-n", ns, "addr", "add", node_ip(i) + "/24", "dev", MGMT_IF])
     run(["ip", "-n", ns, "link", "set", MGMT_IF, "up"])
@@ -853,7 +990,7 @@ def prepare_node(i, n, pubkey):
     for sub in ("upper", "work", "merged"):
         (d / sub).mkdir(parents=True, exist_ok=True)
     run(["mount", "-t", "overlay", "overlay", "-o",
-         "lowerdir=%s,upperdir=%s,workdir=%s" % (rootfs_path(), d / "upper", d / "work"), str(merged)])
+         "lowerdir=%s,upperdir=%s,workdir=%s" % (node_lowerdirs(i), d / "upper", d / "work"), str(merged)])
     name = node_name(i)
     (merged / "etc/hostname").write_text(name + "\n")
     hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
@@ -883,16 +1020,6 @@ def prepare_node(i, n, pubkey):
 
 def start_node(i, torch=False):
     name = node_name(i)
-    cgdirs = cgroup_dirs(i)
-    for cg in cgdirs:
-        cg.mkdir(parents=True, exist_ok=True)
-
-    def into_cgroup():
-        pid = str(os.getpid())
-        for cg in cgdirs:
-            with open(cg / "cgroup.procs", "w") as fh:
-                fh.write(pid)
-
     argv = ["systemd-nspawn", "-D", str(node_dir(i) / "merged"), "-M", name, "-b",
             "--register=no", "--keep-unit", "--console=passive",
             # --private-network with the path: nspawn then grants CAP_NET_ADMIN and mounts /sys
@@ -912,15 +1039,9 @@ def start_node(i, torch=False):
         marker.write_text("%s\n" % torch_venv())
     else:
         marker.unlink(missing_ok=True)
-    logf = open(LAB_DIR / ("%s.log" % name), "ab")
-    logf.write(("\n==== %s up: %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), " ".join(argv))).encode())
-    logf.flush()
-    env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
-    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env,
-                         start_new_session=True, preexec_fn=into_cgroup, close_fds=True)
-    logf.close()
-    (node_dir(i) / "nspawn.pid").write_text("%d\n" % p.pid)
-    return p.pid
+    # A supervisor runs nspawn, and runs it again when the machine reboots (see run_machine).
+    (node_dir(i) / "nspawn.json").write_text(json.dumps(argv) + "\n")
+    return start_supervisor(i)
 
 
 def log_tail(i, lines=25):
@@ -989,7 +1110,7 @@ def stop_nodes(indices):
     for i, pid in waiting.items():
         log("%s did not power off within %d s: killing it" % (node_name(i), STOP_WAIT_S))
         kill_all([pid])
-    # nspawn's parent is gone (up detached it), so init reaps it: give that a moment, so that
+    # The supervisor's parent is gone (up detached it), so init reaps it: give that a moment, so that
     # no <defunct> entry is left when down returns.
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline and any(os.path.exists("/proc/%d" % p) for p in stopped.values()):
@@ -1010,15 +1131,202 @@ def stop_nodes(indices):
                 shutil.rmtree(node_dir(i) / sub, ignore_errors=True)
         for cg in cgroup_dirs(i):
             rmdir_tree(cg)
-        (node_dir(i) / "nspawn.pid").unlink(missing_ok=True)
-        if node_ns(i) in netns_list():
-            run(["ip", "netns", "del", node_ns(i)], check=False)
-        # Its bridge ports vanish with the namespace, which the kernel tears down asynchronously:
-        # wait, or a quick `up` would find the old ports and then lose them.
-        deadline = time.monotonic() + 10
-        while (SW_NS in netns_list() and link_exists(SW_NS, "n%d-mgmt" % i)
-               and time.monotonic() < deadline):
-            time.sleep(0.05)
+        for f in ("nspawn.pid", "supervisor.pid", "boots"):
+            (node_dir(i) / f).unlink(missing_ok=True)
+        delete_node_netns(i)
+
+
+# --------------------------------------------------------------------------- reboot
+
+# systemd-nspawn's exit status when the machine inside rebooted (`systemctl reboot`, Ansible's reboot
+# module, SIGINT to its init); a poweroff exits 0.
+NSPAWN_REBOOT_RC = 133
+REBOOT_WAIT_S = STOP_WAIT_S + 10
+
+
+def start_supervisor(i):
+    """Start the machine's supervisor (`lab.py _supervise N`), detached, in the lab's own cgroup.
+
+    The lab's cgroup (not the machine's) is where `down` looks for anything left: a supervisor is
+    found there even if its pid file is lost. Its output and nspawn's go to <labdir>/<name>.log.
+    """
+    name = node_name(i)
+    cgdirs = cgroup_dirs()
+    for cg in cgroup_dirs(i):
+        cg.mkdir(parents=True, exist_ok=True)
+
+    def into_lab_cgroup():
+        pid = str(os.getpid())
+        for cg in cgdirs:
+            with open(cg / "cgroup.procs", "w") as fh:
+                fh.write(pid)
+
+    (node_dir(i) / "boots").unlink(missing_ok=True)
+    logf = open(LAB_DIR / ("%s.log" % name), "ab")
+    p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_supervise", str(i)],
+                         stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
+                         preexec_fn=into_lab_cgroup, close_fds=True)
+    logf.close()
+    (node_dir(i) / "supervisor.pid").write_text("%d\n" % p.pid)
+    return p.pid
+
+
+def supervisor_pid(i):
+    pid = read_pid(node_dir(i) / "supervisor.pid")
+    if pid and pid_alive(pid) and b"_supervise" in proc_cmdline(pid):
+        return pid
+    return None
+
+
+def boots(i):
+    """How many times the machine booted since `up` started it (1 before any reboot)."""
+    return read_pid(node_dir(i) / "boots") or 0
+
+
+def delete_node_netns(i):
+    """Remove the machine's network namespace (and with it its veths, addresses, routes, netfilter)."""
+    kill_all(netns_pids([node_ns(i)]))
+    if node_ns(i) in netns_list():
+        run(["ip", "netns", "del", node_ns(i)], check=False)
+    # Its bridge ports vanish with the namespace, which the kernel tears down asynchronously:
+    # wait, or a quick `up` (or a reboot) would find the old ports and then lose them.
+    deadline = time.monotonic() + 10
+    while (SW_NS in netns_list() and link_exists(SW_NS, "n%d-mgmt" % i)
+           and time.monotonic() < deadline):
+        time.sleep(0.05)
+
+
+def drop_proxy_connections(i):
+    """End the controller side's `nc` to this machine, as the TCP connection of a real reboot ends.
+
+    The ProxyCommand's nc (netcat-openbsd) does not exit when the machine closes the connection
+    (it stays in CLOSE-WAIT), so an SSH client, e.g. the ControlPersist master through which
+    Ansible's reboot module ran `shutdown -r`, would wait forever for a machine that has gone.
+    """
+    target = node_ip(i).encode()
+    for pid in netns_pids([CTL_NS]):
+        argv = proc_cmdline(pid)
+        if argv and os.path.basename(argv[0]) == b"nc" and target in argv:
+            kill_all([pid], signal.SIGTERM)
+
+
+def reset_node_net(i):
+    """What a reboot does to a machine's network: its namespace made anew, then its plumbing as at `up`.
+
+    Links come back down with their default MTU and no address (the role under test must bring the
+    CX7 twins up again from its own configuration); links, routes, netfilter rules and sysctls made
+    inside the machine (Docker's bridge, ...) are gone, as after a power cycle. The management
+    address is set from outside again, as at `up`, unless the machine's own NetworkManager owns it.
+    """
+    drop_proxy_connections(i)
+    delete_node_netns(i)
+    ensure_node_net(i)
+
+
+def run_machine(i):
+    """The supervisor: run the machine's nspawn; when it exits with 133 (a reboot), run it again.
+
+    Same overlay (disk, machine-id, host keys), same mounts, same namespaces' names; the machine's
+    network namespace is made anew (reset_node_net). SIGTERM (from `down`) is passed on to nspawn
+    (an orderly poweroff) and ends the loop. Returns nspawn's last exit status.
+    """
+    argv = json.loads((node_dir(i) / "nspawn.json").read_text())
+    env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
+    cgdirs = cgroup_dirs(i)
+    state = {"stopping": False, "child": None}
+
+    def on_term(_sig, _frame):
+        state["stopping"] = True
+        child = state["child"]
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+    def into_cgroup():
+        pid = str(os.getpid())
+        for cg in cgdirs:
+            with open(cg / "cgroup.procs", "w") as fh:
+                fh.write(pid)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    boot = 0
+    while True:
+        boot += 1
+        for cg in cgdirs:
+            cg.mkdir(parents=True, exist_ok=True)
+        print("\n==== %s boot %d: %s" % (time.strftime("%Y-%m-%dT%H:%M:%S"), boot, " ".join(argv)), flush=True)
+        state["child"] = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env, preexec_fn=into_cgroup,
+                                          close_fds=True)
+        (node_dir(i) / "nspawn.pid").write_text("%d\n" % state["child"].pid)
+        (node_dir(i) / "boots").write_text("%d\n" % boot)
+        if state["stopping"]:
+            state["child"].send_signal(signal.SIGTERM)
+        rc = state["child"].wait()
+        if rc != NSPAWN_REBOOT_RC or state["stopping"]:
+            print("==== %s nspawn exited with %d%s" % (time.strftime("%Y-%m-%dT%H:%M:%S"), rc,
+                                                    "" if rc != NSPAWN_REBOOT_RC else " (stopping)"), flush=True)
+            return rc
+        print("==== %s the machine rebooted: new network namespace, then boot again" % time.strftime(
+            "%Y-%m-%dT%H:%M:%S"), flush=True)
+        for _round in range(50):
+            left = cgroup_pids(cgdirs)
+            if not left:
+                break
+            kill_all(left)
+            time.sleep(0.1)
+        reset_node_net(i)
+
+
+def cmd_supervise(args):
+    try:
+        rc = run_machine(args.index)
+    except (LabError, OSError) as exc:
+        log("supervisor of %s: %s" % (node_name(args.index), exc))
+        rc = 1
+    sys.exit(rc)
+
+
+def container_init_pid(i):
+    """PID (on the host) of the machine's init: the child of its systemd-nspawn."""
+    pid = read_pid(node_dir(i) / "nspawn.pid")
+    if not pid or not pid_alive(pid):
+        return None
+    for task in Path("/proc/%d/task" % pid).glob("*/children"):
+        try:
+            kids = task.read_text().split()
+        except OSError:
+            continue
+        if kids:
+            return int(kids[0])
+    return None
+
+
+def cmd_reboot(args):
+    """Reboot a machine as its own `systemctl reboot` would, and wait until SSH answers again.
+
+    The request goes to the machine's init as SIGINT (systemd starts ctrl-alt-del.target, a reboot):
+    no SSH needed, so a machine whose network is broken can be rebooted too.
+    """
+    require_root()
+    i = node_index(args.node)
+    if not supervisor_pid(i):
+        raise LabError("%s is not running (or was started without a supervisor): `lab.py up` first" % node_name(i))
+    t0 = time.monotonic()
+    before = boots(i)
+    init = container_init_pid(i)
+    if not init:
+        raise LabError("%s: no init process found under its systemd-nspawn" % node_name(i))
+    os.kill(init, signal.SIGINT)
+    deadline = time.monotonic() + REBOOT_WAIT_S
+    while boots(i) <= before and time.monotonic() < deadline:
+        if not supervisor_pid(i):
+            raise LabError("%s did not come back from its reboot; its log (%s) ends with:\n%s" % (
+                node_name(i), LAB_DIR / ("%s.log" % node_name(i)), log_tail(i)))
+        time.sleep(0.1)
+    if boots(i) <= before:
+        raise LabError("%s did not reboot within %d s" % (node_name(i), REBOOT_WAIT_S))
+    wait_ready([i])
+    log("%s rebooted in %.1f s (boot %d)" % (node_name(i), time.monotonic() - t0, boots(i)))
 
 
 def state_read():
@@ -1122,6 +1430,9 @@ def cmd_up(args):
     torch = torch_wanted(args)
     if torch:
         build_torch_venv()
+    network_manager = bool(getattr(args, "network_manager", False))
+    if network_manager:
+        build_nm_layer()
     LAB_DIR.mkdir(parents=True, exist_ok=True)
     pubkey = ensure_key()
     extra = [i for i in known_nodes() if i > n]
@@ -1141,12 +1452,18 @@ def cmd_up(args):
             # A mount cannot be added to a running machine from here: restart it (pristine) with the venv.
             log("%s runs without the torch venv: restarting it with it" % node_name(i))
             stop_nodes([i])
+        if nspawn_pid(i) and uses_network_manager(i) != network_manager:
+            log("%s: restarting it (pristine) %s NetworkManager" % (node_name(i), "with" if network_manager else "without"))
+            stop_nodes([i])
         if nspawn_pid(i):
             ensure_node_net(i)
             continue
         stop_nodes([i])        # leftovers of a machine that died: mounts, cgroups, namespace
+        set_network_manager(i, network_manager)
         ensure_node_net(i)
         prepare_node(i, n, pubkey)
+        if network_manager:
+            prepare_node_network_manager(i)
         start_node(i, torch)
         started.append(i)
     wait_ready(range(1, n + 1))
@@ -1241,6 +1558,9 @@ def main(argv=None):
     p.add_argument("--with-torch", action="store_true",
                    help="build the torch venv once (cached) and mount it read-only into every machine "
                         "(also DGXSPARK_LAB_TORCH=1)")
+    p.add_argument("--network-manager", action="store_true",
+                   help="the management port belongs to the machine's own NetworkManager, as on DGX OS "
+                        "(a package layer built once, Ubuntu's netplan and NM defaults, a static profile)")
     p.add_argument("--inventory", type=Path, default=None,
                    help="folder to write hosts.yml + group_vars into (default: inventories/lab for N=2, "
                         "else $DGXSPARK_LAB_DIR/inventory-N)")
@@ -1259,7 +1579,13 @@ def main(argv=None):
     p = sub.add_parser("torch", help="build the torch venv only (see up --with-torch)")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_torch)
+    p = sub.add_parser("reboot", help="reboot a machine (as `systemctl reboot` inside would); wait for SSH")
+    p.add_argument("node")
+    p.set_defaults(func=cmd_reboot)
     sub.add_parser("_proxy").set_defaults(func=cmd_proxy)
+    p = sub.add_parser("_supervise")
+    p.add_argument("index", type=int)
+    p.set_defaults(func=cmd_supervise)
     args = parser.parse_args(argv)
     try:
         args.func(args)
