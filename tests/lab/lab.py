@@ -12,6 +12,7 @@ namespace. See tests/lab/README.md.
     python3 tests/lab/lab.py down [--purge]            stop everything; --purge also drops the rootfs cache
     python3 tests/lab/lab.py status                    one line per machine
     python3 tests/lab/lab.py ssh NODE [CMD...]         SSH into a machine (NODE: lab-spark-01 or 1)
+    python3 tests/lab/lab.py reboot NODE               reboot a machine, wait until SSH answers again
     python3 tests/lab/lab.py rootfs                    build the rootfs cache only
     python3 tests/lab/lab.py torch                     build the torch virtualenv only
     python3 tests/lab/lab.py serve DIR                 serve DIR over HTTP to the machines (until `down`)
@@ -23,6 +24,9 @@ repositories they install from; `serve` hands them to the machines).
 `up --with-torch` (or DGXSPARK_LAB_TORCH=1) also builds, once, a virtualenv with the CPU torch wheel
 in the lab dir with the host's /usr/bin/python3 (Debian bookworm's 3.11, the machines' too) and
 bind-mounts it read-only into every machine at the same path: the gloo all-reduce of verify.yml.
+
+A machine that reboots (`systemctl reboot` inside it, Ansible's reboot module) comes back: a
+supervisor runs its nspawn again, on the same disk, with a network namespace made anew.
 
 Run as root; standard library only. State lives in $DGXSPARK_LAB_DIR (default
 /var/lib/dgxspark-lab), never in the checkout.
@@ -193,7 +197,12 @@ def proc_cmdline(pid):
 
 
 def nspawn_pid(i):
-    """PID of the machine's systemd-nspawn if it runs (checked against its command line)."""
+    """PID that runs the machine, if it runs: its supervisor (which runs systemd-nspawn again when the
+    machine reboots, and passes SIGTERM on to it), else a bare systemd-nspawn (checked against the
+    command line of each)."""
+    pid = supervisor_pid(i)
+    if pid:
+        return pid
     pid = read_pid(node_dir(i) / "nspawn.pid")
     if pid and pid_alive(pid) and any(b"systemd-nspawn" in a for a in proc_cmdline(pid)[:1]):
         return pid
@@ -898,16 +907,6 @@ def prepare_node(i, n, pubkey, driverless=False):
 
 def start_node(i, torch=False):
     name = node_name(i)
-    cgdirs = cgroup_dirs(i)
-    for cg in cgdirs:
-        cg.mkdir(parents=True, exist_ok=True)
-
-    def into_cgroup():
-        pid = str(os.getpid())
-        for cg in cgdirs:
-            with open(cg / "cgroup.procs", "w") as fh:
-                fh.write(pid)
-
     argv = ["systemd-nspawn", "-D", str(node_dir(i) / "merged"), "-M", name, "-b",
             "--register=no", "--keep-unit", "--console=passive",
             # --private-network with the path: nspawn then grants CAP_NET_ADMIN and mounts /sys
@@ -927,15 +926,9 @@ def start_node(i, torch=False):
         marker.write_text("%s\n" % torch_venv())
     else:
         marker.unlink(missing_ok=True)
-    logf = open(LAB_DIR / ("%s.log" % name), "ab")
-    logf.write(("\n==== %s up: %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), " ".join(argv))).encode())
-    logf.flush()
-    env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
-    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env,
-                         start_new_session=True, preexec_fn=into_cgroup, close_fds=True)
-    logf.close()
-    (node_dir(i) / "nspawn.pid").write_text("%d\n" % p.pid)
-    return p.pid
+    # A supervisor runs nspawn, and runs it again when the machine reboots (see run_machine).
+    (node_dir(i) / "nspawn.json").write_text(json.dumps(argv) + "\n")
+    return start_supervisor(i)
 
 
 def log_tail(i, lines=25):
@@ -1004,7 +997,7 @@ def stop_nodes(indices):
     for i, pid in waiting.items():
         log("%s did not power off within %d s: killing it" % (node_name(i), STOP_WAIT_S))
         kill_all([pid])
-    # nspawn's parent is gone (up detached it), so init reaps it: give that a moment, so that
+    # The supervisor's parent is gone (up detached it), so init reaps it: give that a moment, so that
     # no <defunct> entry is left when down returns.
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline and any(os.path.exists("/proc/%d" % p) for p in stopped.values()):
@@ -1025,15 +1018,187 @@ def stop_nodes(indices):
                 shutil.rmtree(node_dir(i) / sub, ignore_errors=True)
         for cg in cgroup_dirs(i):
             rmdir_tree(cg)
-        (node_dir(i) / "nspawn.pid").unlink(missing_ok=True)
-        if node_ns(i) in netns_list():
-            run(["ip", "netns", "del", node_ns(i)], check=False)
-        # Its bridge ports vanish with the namespace, which the kernel tears down asynchronously:
-        # wait, or a quick `up` would find the old ports and then lose them.
-        deadline = time.monotonic() + 10
-        while (SW_NS in netns_list() and link_exists(SW_NS, "n%d-mgmt" % i)
-               and time.monotonic() < deadline):
-            time.sleep(0.05)
+        for f in ("nspawn.pid", "supervisor.pid", "boots"):
+            (node_dir(i) / f).unlink(missing_ok=True)
+        delete_node_netns(i)
+
+
+# --------------------------------------------------------------------------- reboot
+
+# systemd-nspawn's exit status when the machine inside rebooted (`systemctl reboot`, Ansible's reboot
+# module, SIGINT to its init); a poweroff exits 0.
+NSPAWN_REBOOT_RC = 133
+REBOOT_WAIT_S = STOP_WAIT_S + 10
+
+
+def start_supervisor(i):
+    """Start the machine's supervisor (`lab.py _supervise N`), detached, in the lab's own cgroup.
+
+    The lab's cgroup (not the machine's) is where `down` looks for anything left: a supervisor is
+    found there even if its pid file is lost. Its output and nspawn's go to <labdir>/<name>.log.
+    """
+    name = node_name(i)
+    cgdirs = cgroup_dirs()
+    for cg in cgroup_dirs(i):
+        cg.mkdir(parents=True, exist_ok=True)
+
+    def into_lab_cgroup():
+        pid = str(os.getpid())
+        for cg in cgdirs:
+            with open(cg / "cgroup.procs", "w") as fh:
+                fh.write(pid)
+
+    (node_dir(i) / "boots").unlink(missing_ok=True)
+    logf = open(LAB_DIR / ("%s.log" % name), "ab")
+    p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_supervise", str(i)],
+                         stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
+                         preexec_fn=into_lab_cgroup, close_fds=True)
+    logf.close()
+    (node_dir(i) / "supervisor.pid").write_text("%d\n" % p.pid)
+    return p.pid
+
+
+def supervisor_pid(i):
+    pid = read_pid(node_dir(i) / "supervisor.pid")
+    if pid and pid_alive(pid) and b"_supervise" in proc_cmdline(pid):
+        return pid
+    return None
+
+
+def boots(i):
+    """How many times the machine booted since `up` started it (1 before any reboot)."""
+    return read_pid(node_dir(i) / "boots") or 0
+
+
+def delete_node_netns(i):
+    """Remove the machine's network namespace (and with it its veths, addresses, routes, netfilter)."""
+    kill_all(netns_pids([node_ns(i)]))
+    if node_ns(i) in netns_list():
+        run(["ip", "netns", "del", node_ns(i)], check=False)
+    # Its bridge ports vanish with the namespace, which the kernel tears down asynchronously:
+    # wait, or a quick `up` (or a reboot) would find the old ports and then lose them.
+    deadline = time.monotonic() + 10
+    while (SW_NS in netns_list() and link_exists(SW_NS, "n%d-mgmt" % i)
+           and time.monotonic() < deadline):
+        time.sleep(0.05)
+
+
+def reset_node_net(i):
+    """What a reboot does to a machine's network: its namespace made anew, then its plumbing as at `up`.
+
+    Links come back down with their default MTU and no address (the role under test must bring the
+    CX7 twins up again from its own configuration); links, routes, netfilter rules and sysctls made
+    inside the machine (Docker's bridge, ...) are gone, as after a power cycle. The management
+    address is set from outside again, as at `up`, unless the machine's own NetworkManager owns it.
+    """
+    delete_node_netns(i)
+    ensure_node_net(i)
+
+
+def run_machine(i):
+    """The supervisor: run the machine's nspawn; when it exits with 133 (a reboot), run it again.
+
+    Same overlay (disk, machine-id, host keys), same mounts, same namespaces' names; the machine's
+    network namespace is made anew (reset_node_net). SIGTERM (from `down`) is passed on to nspawn
+    (an orderly poweroff) and ends the loop. Returns nspawn's last exit status.
+    """
+    argv = json.loads((node_dir(i) / "nspawn.json").read_text())
+    env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
+    cgdirs = cgroup_dirs(i)
+    state = {"stopping": False, "child": None}
+
+    def on_term(_sig, _frame):
+        state["stopping"] = True
+        child = state["child"]
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+    def into_cgroup():
+        pid = str(os.getpid())
+        for cg in cgdirs:
+            with open(cg / "cgroup.procs", "w") as fh:
+                fh.write(pid)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    boot = 0
+    while True:
+        boot += 1
+        for cg in cgdirs:
+            cg.mkdir(parents=True, exist_ok=True)
+        print("\n==== %s boot %d: %s" % (time.strftime("%Y-%m-%dT%H:%M:%S"), boot, " ".join(argv)), flush=True)
+        state["child"] = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env, preexec_fn=into_cgroup,
+                                          close_fds=True)
+        (node_dir(i) / "nspawn.pid").write_text("%d\n" % state["child"].pid)
+        (node_dir(i) / "boots").write_text("%d\n" % boot)
+        if state["stopping"]:
+            state["child"].send_signal(signal.SIGTERM)
+        rc = state["child"].wait()
+        if rc != NSPAWN_REBOOT_RC or state["stopping"]:
+            print("==== %s nspawn exited with %d%s" % (time.strftime("%Y-%m-%dT%H:%M:%S"), rc,
+                                                    "" if rc != NSPAWN_REBOOT_RC else " (stopping)"), flush=True)
+            return rc
+        print("==== %s the machine rebooted: new network namespace, then boot again" % time.strftime(
+            "%Y-%m-%dT%H:%M:%S"), flush=True)
+        for _round in range(50):
+            left = cgroup_pids(cgdirs)
+            if not left:
+                break
+            kill_all(left)
+            time.sleep(0.1)
+        reset_node_net(i)
+
+
+def cmd_supervise(args):
+    try:
+        rc = run_machine(args.index)
+    except (LabError, OSError) as exc:
+        log("supervisor of %s: %s" % (node_name(args.index), exc))
+        rc = 1
+    sys.exit(rc)
+
+
+def container_init_pid(i):
+    """PID (on the host) of the machine's init: the child of its systemd-nspawn."""
+    pid = read_pid(node_dir(i) / "nspawn.pid")
+    if not pid or not pid_alive(pid):
+        return None
+    for task in Path("/proc/%d/task" % pid).glob("*/children"):
+        try:
+            kids = task.read_text().split()
+        except OSError:
+            continue
+        if kids:
+            return int(kids[0])
+    return None
+
+
+def cmd_reboot(args):
+    """Reboot a machine as its own `systemctl reboot` would, and wait until SSH answers again.
+
+    The request goes to the machine's init as SIGINT (systemd starts ctrl-alt-del.target, a reboot):
+    no SSH needed, so a machine whose network is broken can be rebooted too.
+    """
+    require_root()
+    i = node_index(args.node)
+    if not supervisor_pid(i):
+        raise LabError("%s is not running (or was started without a supervisor): `lab.py up` first" % node_name(i))
+    t0 = time.monotonic()
+    before = boots(i)
+    init = container_init_pid(i)
+    if not init:
+        raise LabError("%s: no init process found under its systemd-nspawn" % node_name(i))
+    os.kill(init, signal.SIGINT)
+    deadline = time.monotonic() + REBOOT_WAIT_S
+    while boots(i) <= before and time.monotonic() < deadline:
+        if not supervisor_pid(i):
+            raise LabError("%s did not come back from its reboot; its log (%s) ends with:\n%s" % (
+                node_name(i), LAB_DIR / ("%s.log" % node_name(i)), log_tail(i)))
+        time.sleep(0.1)
+    if boots(i) <= before:
+        raise LabError("%s did not reboot within %d s" % (node_name(i), REBOOT_WAIT_S))
+    wait_ready([i])
+    log("%s rebooted in %.1f s (boot %d)" % (node_name(i), time.monotonic() - t0, boots(i)))
 
 
 def state_read():
@@ -1284,6 +1449,9 @@ def main(argv=None):
     p = sub.add_parser("torch", help="build the torch venv only (see up --with-torch)")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_torch)
+    p = sub.add_parser("reboot", help="reboot a machine (as `systemctl reboot` inside would); wait for SSH")
+    p.add_argument("node")
+    p.set_defaults(func=cmd_reboot)
     p = sub.add_parser("serve", help="serve a folder over HTTP to the machines (e.g. stand-in apt repositories)")
     p.add_argument("directory")
     p.set_defaults(func=cmd_serve)
@@ -1291,6 +1459,9 @@ def main(argv=None):
     p.add_argument("directory")
     p.set_defaults(func=cmd_serve_child)
     sub.add_parser("_proxy").set_defaults(func=cmd_proxy)
+    p = sub.add_parser("_supervise")
+    p.add_argument("index", type=int)
+    p.set_defaults(func=cmd_supervise)
     args = parser.parse_args(argv)
     try:
         args.func(args)
