@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Stand-in apt repositories for a lab machine with no driver (`lab.py up --driverless`).
 
-    python3 tests/lab/standin_repos.py OUTDIR      build them into OUTDIR (emptied first); print what to pin
+    python3 tests/lab/standin_repos.py [--cache DIR] OUTDIR   build them into OUTDIR (emptied first); print what to pin
 
 Built at test time on this host with `dpkg-deb` and `gpg` (a throw-away keyring, one test key per
 repository), served to the machines by `lab.py serve OUTDIR`. Each repository carries the package
@@ -17,8 +17,12 @@ names the roles install, so the roles run their real install path against them:
   it the way it trusts Debian's (a sources entry with Signed-By).
 - ``docker/linux/debian/``: Docker's repository, in its real layout (key at ``.../debian/gpg``,
   suite bookworm, component stable): ``docker-ce``, ``docker-ce-cli``, ``containerd.io``,
-  ``docker-buildx-plugin``. They bring the real engine: they depend on Debian's ``docker.io`` and
-  ``containerd`` (from the host's mirror, through the lab's proxy).
+  ``docker-buildx-plugin``. They bring the real engine: ``docker-ce`` is Debian's ``docker.io``
+  renamed (its control file rewritten, its files and maintainer scripts as they are; Debian's
+  ``docker.io`` conflicts with ``docker-ce``, so depending on it cannot work), fetched once with
+  ``apt-get download docker.io`` into the cache folder (``--cache``, default
+  ``$DGXSPARK_LAB_DIR/standin-cache``); ``containerd.io`` depends on Debian's ``containerd``,
+  which the machine takes from the host's mirror through the lab's proxy.
 - ``libnvidia-container/``: NVIDIA's toolkit repository, in its real flat layout (key at
   ``gpgkey``, packages in ``stable/deb/<arch>/``): ``nvidia-container-toolkit``, whose
   ``nvidia-container-runtime`` hands every container to runc (there is no GPU to hook in).
@@ -29,13 +33,16 @@ fingerprint, for the roles' URL and fingerprint variables. Standard library only
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import hashlib
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -87,8 +94,8 @@ def package_specs():
              "nvidia-open-kernel-dkms (= %s), nvidia-smi (= %s)" % (DRIVER_VERSION, DRIVER_VERSION), {}),
         ],
         "docker": [
-            ("docker-ce", RUNTIME_VERSION, "docker.io", {}),
-            ("docker-ce-cli", RUNTIME_VERSION, "docker.io", {}),
+            # docker-ce itself is Debian's docker.io renamed: engine_deb().
+            ("docker-ce-cli", RUNTIME_VERSION, "docker-ce", {}),
             ("containerd.io", RUNTIME_VERSION, "containerd", {}),
             ("docker-buildx-plugin", RUNTIME_VERSION, "", {}),
         ],
@@ -128,6 +135,94 @@ def build_deb(workdir, outdir, name, version, depends, files):
     deb = Path(outdir) / ("%s_%s_all.deb" % (name, version))
     run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(deb)])
     return deb, control
+
+
+# ---- docker-ce: Debian's engine under Docker's package name
+
+def ar_members(data):
+    """The members of an ar archive (a .deb): [(name, bytes)]."""
+    if not data.startswith(b"!<arch>\n"):
+        raise SystemExit("standin_repos: not an ar archive (a .deb)")
+    pos, members = 8, []
+    while pos < len(data):
+        head = data[pos:pos + 60]
+        name, size = head[:16].decode().strip().rstrip("/"), int(head[48:58].decode())
+        members.append((name, data[pos + 60:pos + 60 + size]))
+        pos += 60 + size + (size % 2)
+    return members
+
+
+def ar_archive(members):
+    out = [b"!<arch>\n"]
+    for name, data in members:
+        out.append(("%-16s%-12d%-6d%-6d%-8s%-10d`\n" % (name, int(time.time()), 0, 0, "100644", len(data))).encode())
+        out.append(data + (b"\n" if len(data) % 2 else b""))
+    return b"".join(out)
+
+
+def rename_control(text, name, version_suffix, note):
+    """A control file with another package name and version, without Conflicts/Built-Using, noting the stand-in."""
+    fields, key = [], None
+    for line in text.splitlines():
+        if line[:1] in (" ", "\t") and fields:
+            fields[-1][1].append(line)
+            continue
+        key, _sep, value = line.partition(":")
+        fields.append((key, [line]))
+    out = []
+    for key, lines in fields:
+        if key in ("Conflicts", "Built-Using", "Source"):
+            continue
+        if key == "Package":
+            lines = ["Package: %s" % name]
+        elif key == "Version":
+            lines = [lines[0] + version_suffix]
+        elif key == "Description":
+            lines = ["Description: %s" % note, " ."] + [" " + lines[0].split(":", 1)[1].strip()] + lines[1:]
+        out += lines
+    return "\n".join(out) + "\nConflicts: docker.io\n"
+
+
+def engine_deb(cache, outdir):
+    """docker-ce: Debian's docker.io (fetched once into ``cache``), its control file rewritten, the rest as is."""
+    cache.mkdir(parents=True, exist_ok=True)
+    found = sorted(cache.glob("docker.io_*.deb"))
+    if not found:
+        res = subprocess.run(["apt-get", "download", "docker.io"], cwd=str(cache), capture_output=True, text=True,
+                             check=False)
+        found = sorted(cache.glob("docker.io_*.deb"))
+        if res.returncode != 0 or not found:
+            raise SystemExit("standin_repos: `apt-get download docker.io` failed (rc=%s): %s%s\nFix: run `apt-get update` "
+                             "on this host (Debian bookworm), or put docker.io_*.deb into %s"
+                             % (res.returncode, res.stdout, res.stderr, cache))
+    members = ar_members(found[-1].read_bytes())
+    fixed = []
+    control_text = None
+    for name, data in members:
+        if name.startswith("control.tar"):
+            mode = {"control.tar.xz": "xz", "control.tar.gz": "gz"}.get(name)
+            if not mode:
+                raise SystemExit("standin_repos: %s has %s; only xz or gz control archives are read" % (found[-1], name))
+            src = tarfile.open(fileobj=io.BytesIO(data), mode="r:" + mode)
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w:" + mode, format=tarfile.GNU_FORMAT) as dst:
+                for info in src.getmembers():
+                    content = src.extractfile(info).read() if info.isfile() else None
+                    if info.name in ("./control", "control"):
+                        control_text = rename_control(content.decode(), "docker-ce", "~dgxsparklab1",
+                                                      "dgxspark lab stand-in for docker-ce: Debian's docker.io, renamed")
+                        content = control_text.encode()
+                        info.size = len(content)
+                    dst.addfile(info, io.BytesIO(content) if content is not None else None)
+            data = buf.getvalue()
+        fixed.append((name, data))
+    if control_text is None:
+        raise SystemExit("standin_repos: %s has no control file" % found[-1])
+    version = next(line.split(":", 1)[1].strip() for line in control_text.splitlines() if line.startswith("Version:"))
+    arch = next(line.split(":", 1)[1].strip() for line in control_text.splitlines() if line.startswith("Architecture:"))
+    deb = Path(outdir) / ("docker-ce_%s_%s.deb" % (version, arch))
+    deb.write_bytes(ar_archive(fixed))
+    return deb, control_text
 
 
 def packages_entry(control, deb, filename):
@@ -185,7 +280,7 @@ class Keyring:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
-def build(outdir):
+def build(outdir, cache):
     outdir = Path(outdir).resolve()
     if outdir.exists():
         shutil.rmtree(outdir)
@@ -222,8 +317,7 @@ def build(outdir):
         pool.mkdir(parents=True)
         index.mkdir(parents=True)
         entries = []
-        for spec in specs["docker"]:
-            deb, control = build_deb(work, pool, *spec)
+        for deb, control in [engine_deb(Path(cache), pool)] + [build_deb(work, pool, *spec) for spec in specs["docker"]]:
             entries.append(packages_entry(control, deb, str(deb.relative_to(base))))
         write_index(index, entries)
         dist = base / "dists" / SUITE
@@ -258,12 +352,15 @@ def build(outdir):
 
 
 def main(argv):
-    if len(argv) != 1 or argv[0].startswith("-"):
-        sys.stderr.write(__doc__.split("\n\n", 2)[1] + "\n")
-        return 2
+    parser = argparse.ArgumentParser(prog="standin_repos.py", description=__doc__.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("outdir")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="where docker.io's .deb is kept between builds (default: $DGXSPARK_LAB_DIR/standin-cache)")
+    args = parser.parse_args(argv)
+    cache = args.cache or Path(os.environ.get("DGXSPARK_LAB_DIR") or "/var/lib/dgxspark-lab") / "standin-cache"
     t0 = time.monotonic()
-    found = build(argv[0])
-    sys.stderr.write("standin_repos: built in %.1f s: %s\n" % (time.monotonic() - t0, argv[0]))
+    found = build(args.outdir, cache)
+    sys.stderr.write("standin_repos: built in %.1f s: %s\n" % (time.monotonic() - t0, args.outdir))
     print(json.dumps(found))
     return 0
 
