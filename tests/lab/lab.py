@@ -1409,7 +1409,7 @@ def cmd_status(_args):
             res = run(["ip", "-n", node_ns(i), "-br", "addr", "show"], check=False)
             addrs = "; ".join(" ".join(line.split()) for line in res.stdout.splitlines() if not line.startswith("lo "))
         state = "running" if i in up else "stopped"
-        if (node_dir(i) / "driverless").exists():
+        if i in up and (node_dir(i) / "driverless").exists():
             addrs = "driverless; " + addrs
         ssh = "ssh ok" if i in up and i not in missing else "ssh down"
         print("%s  %-15s %-8s %-8s %s" % (node_name(i), node_ip(i), state, ssh, addrs))
