@@ -1083,6 +1083,20 @@ def delete_node_netns(i):
         time.sleep(0.05)
 
 
+def drop_proxy_connections(i):
+    """End the controller side's `nc` to this machine, as the TCP connection of a real reboot ends.
+
+    The ProxyCommand's nc (netcat-openbsd) does not exit when the machine closes the connection
+    (it stays in CLOSE-WAIT), so an SSH client, e.g. the ControlPersist master through which
+    Ansible's reboot module ran `shutdown -r`, would wait forever for a machine that has gone.
+    """
+    target = node_ip(i).encode()
+    for pid in netns_pids([CTL_NS]):
+        argv = proc_cmdline(pid)
+        if argv and os.path.basename(argv[0]) == b"nc" and target in argv:
+            kill_all([pid], signal.SIGTERM)
+
+
 def reset_node_net(i):
     """What a reboot does to a machine's network: its namespace made anew, then its plumbing as at `up`.
 
@@ -1091,6 +1105,7 @@ def reset_node_net(i):
     inside the machine (Docker's bridge, ...) are gone, as after a power cycle. The management
     address is set from outside again, as at `up`, unless the machine's own NetworkManager owns it.
     """
+    drop_proxy_connections(i)
     delete_node_netns(i)
     ensure_node_net(i)
 
