@@ -53,8 +53,9 @@ lint: venv
 lab-deps:
 	bash tests/lab/install-deps.sh
 
-# Each scenario: destroy, create (tests/lab/lab.py up), converge, idempotence, verify, destroy.
-MOLECULE_SCENARIOS ?= lab site
+# Each scenario: destroy, create (tests/lab/lab.py up), converge, idempotence, verify, destroy (fresh-host: one
+# driverless machine, with a prepare step: the first run, which stops for the driver's reboot).
+MOLECULE_SCENARIOS ?= lab site fresh-host
 molecule: venv lab-deps
 	for s in $(MOLECULE_SCENARIOS); do $(BIN)/molecule test -s $$s || exit 1; done
 

@@ -15,6 +15,11 @@ namespace. See tests/lab/README.md.
     python3 tests/lab/lab.py reboot NODE               reboot a machine, wait until SSH answers again
     python3 tests/lab/lab.py rootfs                    build the rootfs cache only
     python3 tests/lab/lab.py torch                     build the torch virtualenv only
+    python3 tests/lab/lab.py serve DIR                 serve DIR over HTTP to the machines (until `down`)
+
+`up --driverless` makes machines without the stand-in nvidia-smi: hosts with no NVIDIA driver, for the
+install paths of the driver and container runtime roles (tests/lab/standin_repos.py builds the apt
+repositories they install from; `serve` hands them to the machines).
 
 `up --with-torch` (or DGXSPARK_LAB_TORCH=1) also builds, once, a virtualenv with the CPU torch wheel
 in the lab dir with the host's /usr/bin/python3 (Debian bookworm's 3.11, the machines' too) and
@@ -78,6 +83,7 @@ CGROUP_ROOTS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd", "/sys/fs/cgr
 MGMT_NET = "172.31.%d" % (255 - int(LAB_ID or 0))  # exists only inside the lab's namespaces
 CTL_IP = MGMT_NET + ".1"
 PROXY_PORT = 3142                # apt proxy for the machines, listening in dgxlab-ctl
+SERVE_PORT = 8080                # `lab.py serve DIR`: a folder over HTTP to the machines, in dgxlab-ctl
 MGMT_BRIDGE = "mgmt"
 MGMT_IF = "enP7s7"               # the Spark's 10 GbE management port name (FACTS.md)
 CX7_IFS = ("enp1s0f1np1", "enP2p1s0f1np1")
@@ -960,6 +966,88 @@ def ensure_proxy():
     (LAB_DIR / "proxy.pid").write_text("%d\n" % p.pid)
 
 
+# --------------------------------------------------------------------------- file server
+
+def cmd_serve_child(args):
+    """Serve a folder over HTTP on the controller's lab address (inside dgxlab-ctl), read-only."""
+    import functools
+    import http.server
+    setns("/run/netns/%s" % CTL_NS)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=args.directory)
+    srv = http.server.ThreadingHTTPServer((CTL_IP, SERVE_PORT), handler)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    sys.stderr.write("serve: listening on %s:%d in %s: %s\n" % (CTL_IP, SERVE_PORT, CTL_NS, args.directory))
+    sys.stderr.flush()
+    srv.serve_forever()
+
+
+def serve_pid():
+    pid = read_pid(LAB_DIR / "serve.pid")
+    if pid and pid_alive(pid) and b"_serve" in proc_cmdline(pid):
+        return pid
+    return None
+
+
+def stop_serve():
+    pid = serve_pid()
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    (LAB_DIR / "serve.pid").unlink(missing_ok=True)
+
+
+def cmd_serve(args):
+    """(Re)start the file server for DIR; `down` stops it. Prints its URL (the machines reach it directly)."""
+    require_root()
+    folder = Path(args.directory).resolve()
+    if not folder.is_dir():
+        raise LabError("%s is not a folder" % folder)
+    if CTL_NS not in netns_list():
+        raise LabError("the lab is not up (no %s namespace): run `lab.py up N` first" % CTL_NS)
+    stop_serve()
+    logf = LAB_DIR / "serve.log"
+    start = logf.stat().st_size if logf.exists() else 0
+    with open(logf, "ab") as fh:
+        p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_serve", str(folder)],
+                             stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, start_new_session=True, close_fds=True)
+    (LAB_DIR / "serve.pid").write_text("%d\n" % p.pid)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(logf, "rb") as fh:
+            fh.seek(start)
+            if b"serve: listening" in fh.read():
+                break
+        if p.poll() is not None:
+            raise LabError("the file server exited (rc=%s); %s ends with:\n%s" % (
+                p.returncode, logf, logf.read_text(errors="replace")[-2000:]))
+        time.sleep(0.05)
+    else:
+        raise LabError("the file server did not start within 10 s; see %s" % logf)
+    log("serving %s to the machines" % folder)
+    print("http://%s:%d/" % (CTL_IP, SERVE_PORT))
+
+
+# --------------------------------------------------------------------------- driverless machines
+
+def driverless_wanted(args):
+    return bool(getattr(args, "driverless", False))
+
+
+def driverless_differs(i, wanted):
+    """Whether machine i was made otherwise than `up` now asks (with or without the GPU stand-in)."""
+    return (node_dir(i) / "driverless").exists() != wanted
+
+
+def driverless_mark(i, wanted):
+    marker = node_dir(i) / "driverless"
+    if wanted:
+        marker.write_text("no /usr/bin/nvidia-smi stand-in: a host with no NVIDIA driver installed\n")
+    else:
+        marker.unlink(missing_ok=True)
+
+
 # --------------------------------------------------------------------------- machines
 
 def ensure_key():
@@ -979,7 +1067,18 @@ def host_keys(i):
     return sorted((d / "etc/ssh").glob("ssh_host_*"))
 
 
-def prepare_node(i, n, pubkey):
+def install_nvidia_smi_standin(merged):
+    """The GPU stand-in of every machine but a driverless one: nvidia-smi and its captured outputs."""
+    shutil.copyfile(HERE / "files/nvidia-smi", merged / "usr/bin/nvidia-smi")
+    (merged / "usr/bin/nvidia-smi").chmod(0o755)
+    fx = merged / FIXTURE_DIR_IN_NODE.lstrip("/")
+    fx.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(HERE / "files/nvidia_smi.py", fx / "nvidia_smi.py")
+    for f in (HERE / "files/fixtures").glob("gb10*"):
+        shutil.copyfile(f, fx / f.name)
+
+
+def prepare_node(i, n, pubkey, driverless=False):
     d = node_dir(i)
     merged = d / "merged"
     if is_mountpoint(merged):
@@ -1005,17 +1104,14 @@ def prepare_node(i, n, pubkey):
         dst = merged / "etc/ssh" / key.name
         shutil.copyfile(key, dst)
         dst.chmod(0o644 if key.name.endswith(".pub") else 0o600)
-    shutil.copyfile(HERE / "files/nvidia-smi", merged / "usr/bin/nvidia-smi")
-    (merged / "usr/bin/nvidia-smi").chmod(0o755)
-    fx = merged / FIXTURE_DIR_IN_NODE.lstrip("/")
-    fx.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(HERE / "files/nvidia_smi.py", fx / "nvidia_smi.py")
-    for f in (HERE / "files/fixtures").glob("gb10*"):
-        shutil.copyfile(f, fx / f.name)
+    if not driverless:
+        install_nvidia_smi_standin(merged)
+    # The controller's own address is reached directly: `lab.py serve` (stand-in apt repositories) listens there.
     (merged / "etc/apt/apt.conf.d/01dgxspark-lab-proxy").write_text(
         "// tests/lab/lab.py: the lab has no route out; apt reaches the host's mirror through this\n"
         'Acquire::http::Proxy "http://%s:%d";\nAcquire::https::Proxy "http://%s:%d";\n'
-        % (CTL_IP, PROXY_PORT, CTL_IP, PROXY_PORT))
+        'Acquire::http::Proxy::%s "DIRECT";\n'
+        % (CTL_IP, PROXY_PORT, CTL_IP, PROXY_PORT, CTL_IP))
 
 
 def start_node(i, torch=False):
@@ -1455,13 +1551,18 @@ def cmd_up(args):
         if nspawn_pid(i) and uses_network_manager(i) != network_manager:
             log("%s: restarting it (pristine) %s NetworkManager" % (node_name(i), "with" if network_manager else "without"))
             stop_nodes([i])
+        if nspawn_pid(i) and driverless_differs(i, driverless_wanted(args)):
+            log("%s runs %s the GPU stand-in: restarting it (pristine)" % (
+                node_name(i), "with" if driverless_wanted(args) else "without"))
+            stop_nodes([i])
         if nspawn_pid(i):
             ensure_node_net(i)
             continue
         stop_nodes([i])        # leftovers of a machine that died: mounts, cgroups, namespace
         set_network_manager(i, network_manager)
         ensure_node_net(i)
-        prepare_node(i, n, pubkey)
+        prepare_node(i, n, pubkey, driverless_wanted(args))
+        driverless_mark(i, driverless_wanted(args))
         if network_manager:
             prepare_node_network_manager(i)
         start_node(i, torch)
@@ -1488,6 +1589,7 @@ def cmd_down(args):
     if pid:
         os.kill(pid, signal.SIGTERM)
     (LAB_DIR / "proxy.pid").unlink(missing_ok=True)
+    stop_serve()
     for _round in range(50):
         pids = netns_pids(lab_netns()) | cgroup_pids(cgroup_dirs())
         if not pids:
@@ -1535,12 +1637,16 @@ def cmd_status(_args):
     drops = mgmt_filter_drops() if SW_NS in netns_list() else None
     print("management filter: %s" % ("not loaded" if drops is None else
                                       "only SSH between machines (%d frames dropped)" % drops))
+    if serve_pid():
+        print("serve: running (pid %d) on http://%s:%d/" % (serve_pid(), CTL_IP, SERVE_PORT))
     for i in nodes:
         addrs = ""
         if node_ns(i) in netns_list():
             res = run(["ip", "-n", node_ns(i), "-br", "addr", "show"], check=False)
             addrs = "; ".join(" ".join(line.split()) for line in res.stdout.splitlines() if not line.startswith("lo "))
         state = "running" if i in up else "stopped"
+        if i in up and (node_dir(i) / "driverless").exists():
+            addrs = "driverless; " + addrs
         ssh = "ssh ok" if i in up and i not in missing else "ssh down"
         print("%s  %-15s %-8s %-8s %s" % (node_name(i), node_ip(i), state, ssh, addrs))
 
@@ -1561,6 +1667,9 @@ def main(argv=None):
     p.add_argument("--network-manager", action="store_true",
                    help="the management port belongs to the machine's own NetworkManager, as on DGX OS "
                         "(a package layer built once, Ubuntu's netplan and NM defaults, a static profile)")
+    p.add_argument("--driverless", action="store_true",
+                   help="machines without the stand-in nvidia-smi: hosts with no NVIDIA driver installed "
+                        "(running machines made otherwise are restarted, pristine)")
     p.add_argument("--inventory", type=Path, default=None,
                    help="folder to write hosts.yml + group_vars into (default: inventories/lab for N=2, "
                         "else $DGXSPARK_LAB_DIR/inventory-N)")
@@ -1582,6 +1691,12 @@ def main(argv=None):
     p = sub.add_parser("reboot", help="reboot a machine (as `systemctl reboot` inside would); wait for SSH")
     p.add_argument("node")
     p.set_defaults(func=cmd_reboot)
+    p = sub.add_parser("serve", help="serve a folder over HTTP to the machines (e.g. stand-in apt repositories)")
+    p.add_argument("directory")
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("_serve")
+    p.add_argument("directory")
+    p.set_defaults(func=cmd_serve_child)
     sub.add_parser("_proxy").set_defaults(func=cmd_proxy)
     p = sub.add_parser("_supervise")
     p.add_argument("index", type=int)

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from ansible_collections.dgxspark.sglang.plugins.module_utils._nvidia_smi import failure_state
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 STANDIN = ROOT / "tests" / "lab" / "files" / "nvidia-smi"   # sh wrapper around nvidia_smi.py
 FIXTURES = ROOT / "tests" / "lab" / "files" / "fixtures"
@@ -70,3 +72,31 @@ def test_uncaptured_requests_fail_with_rc_2(args):
 def test_lab_fixtures_are_copies_of_the_shared_captures():
     for name in ("gb10.txt", "gb10-query-gpu.csv", "gb10-query-gpu-with-header.csv"):
         assert filecmp.cmp(FIXTURES / name, SHARED / name, shallow=False), name
+
+
+def smi_installed(tmp_path, loaded, *args):
+    """The stand-in as the lab's driver package installs it: with needs-kernel-module in its fixtures."""
+    fixtures = tmp_path / "fixtures"
+    if not fixtures.is_dir():
+        fixtures.mkdir()
+        for f in FIXTURES.glob("gb10*"):
+            (fixtures / f.name).write_text(f.read_text())
+        (fixtures / "needs-kernel-module").write_text("")
+    flag = tmp_path / "nvidia-module-loaded"
+    if loaded:
+        flag.write_text("")
+    env = {"DGXSPARK_LAB_FIXTURES": str(fixtures), "DGXSPARK_LAB_NVIDIA_MODULE": str(flag),
+           "PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin"}
+    return subprocess.run([str(STANDIN), *args], capture_output=True, text=True, env=env, check=False)
+
+
+@pytest.mark.parametrize("args", [[], ["-L"], ["--query-gpu=driver_version", "--format=csv,noheader"]])
+def test_installed_driver_answers_only_once_its_module_is_loaded(tmp_path, args):
+    before = smi_installed(tmp_path, False, *args)
+    assert before.returncode == 9
+    assert "couldn't communicate with the NVIDIA driver" in before.stdout
+    # gpu_info reads this as the driver state the nvidia_driver role reboots for.
+    assert failure_state(before.returncode, before.stdout, before.stderr) == "not-loaded"
+    after = smi_installed(tmp_path, True, *args)
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert after.stdout == smi(*args).stdout

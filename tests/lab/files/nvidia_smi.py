@@ -16,7 +16,14 @@ from ``shared/fixtures/nvidia-smi/``; see the README there for where each came f
   captured, so none is printed.
 
 Anything else (``-q``, ``-x``, other options) exits 2 with a message on stderr: there is no capture
-to answer from. The fixture folder is ``$DGXSPARK_LAB_FIXTURES`` when set, else
+to answer from.
+
+Installed by the lab's stand-in driver packages (``tests/lab/standin_repos.py``, for machines made
+with ``lab.py up --driverless``), the fixture folder also holds ``needs-kernel-module``: then every
+call answers as a real ``nvidia-smi`` does while the kernel module is not loaded (the message on
+stdout, exit 9) until ``/run/dgxspark-lab/nvidia-module-loaded`` exists, which the stand-in kernel
+module package's unit writes at boot. ``/run`` is emptied by every boot, so the driver answers
+after the reboot that follows its installation, not before. The fixture folder is ``$DGXSPARK_LAB_FIXTURES`` when set, else
 ``/usr/share/dgxspark-lab/nvidia-smi`` (where ``tests/lab/lab.py`` installs it inside each
 machine), else ``fixtures/`` beside this file.
 """
@@ -75,6 +82,21 @@ def fixtures_dir():
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 
 
+# What nvidia-smi prints (stdout) and its exit code while the kernel module is not loaded.
+NOT_LOADED = ("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. "
+              "Make sure that the latest NVIDIA driver is installed and running.")
+NOT_LOADED_RC = 9
+NEEDS_MODULE = "needs-kernel-module"
+MODULE_LOADED = "/run/dgxspark-lab/nvidia-module-loaded"
+
+
+def module_loaded():
+    """False only where the stand-in driver package is installed and its kernel module is not 'loaded'."""
+    if not os.path.exists(os.path.join(fixtures_dir(), NEEDS_MODULE)):
+        return True
+    return os.path.exists(os.environ.get("DGXSPARK_LAB_NVIDIA_MODULE") or MODULE_LOADED)
+
+
 def fail(msg):
     sys.stderr.write("nvidia-smi (dgxspark lab stand-in): %s\n" % msg)
     return 2
@@ -107,6 +129,9 @@ def query_gpu(fields, fmt):
 
 
 def main(argv):
+    if not module_loaded():
+        sys.stdout.write(NOT_LOADED + "\n")
+        return NOT_LOADED_RC
     if not argv:
         with open(os.path.join(fixtures_dir(), "gb10.txt")) as fh:
             sys.stdout.write(fh.read())
