@@ -1359,8 +1359,8 @@ def run_machine(i):
             state["child"].send_signal(signal.SIGTERM)
         rc = state["child"].wait()
         if rc != NSPAWN_REBOOT_RC or state["stopping"]:
-            print("==== %s nspawn exited with %d%s" % (time.strftime("%Y-%m-%dT%H:%M:%S"), rc,
-                                                    "" if rc != NSPAWN_REBOOT_RC else " (stopping)"), flush=True)
+            suffix = "" if rc != NSPAWN_REBOOT_RC else " (stopping)"
+            print("==== %s nspawn exited with %d%s" % (time.strftime("%Y-%m-%dT%H:%M:%S"), rc, suffix), flush=True)
             return rc
         print("==== %s the machine rebooted: new network namespace, then boot again" % time.strftime(
             "%Y-%m-%dT%H:%M:%S"), flush=True)
@@ -1635,8 +1635,8 @@ def cmd_status(_args):
     missing = set(ssh_banner_missing(up, 2)) if up and CTL_NS in netns_list() else set(up)
     print("proxy: %s" % ("running (pid %d)" % proxy_pid() if proxy_pid() else "not running"))
     drops = mgmt_filter_drops() if SW_NS in netns_list() else None
-    print("management filter: %s" % ("not loaded" if drops is None else
-                                      "only SSH between machines (%d frames dropped)" % drops))
+    mgmt = "not loaded" if drops is None else "only SSH between machines (%d frames dropped)" % drops
+    print("management filter: %s" % mgmt)
     if serve_pid():
         print("serve: running (pid %d) on http://%s:%d/" % (serve_pid(), CTL_IP, SERVE_PORT))
     for i in nodes:

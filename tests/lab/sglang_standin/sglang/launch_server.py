@@ -96,6 +96,7 @@ def split_host_port(addr):
         raise ValueError("--dist-init-addr %r is not HOST:PORT" % addr)
     return match.group(1), int(match.group(2))
 
+
 # --------------------------------------------------------------------------------------------
 # Metrics (names, buckets, help texts and labels of srt/observability/metrics_collector.py)
 # --------------------------------------------------------------------------------------------
@@ -600,7 +601,6 @@ def make_http_server(app, host, port, dummy, tls):
     log("INFO:    ", "Uvicorn running on %s://%s:%d%s" % ("https" if tls else "http", host, port,
                                                           " (dummy health server)" if dummy else ""))
     return httpd
-
 
 
 # --------------------------------------------------------------------------------------------
