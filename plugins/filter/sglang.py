@@ -22,11 +22,14 @@ from ansible_collections.dgxspark.sglang.plugins.module_utils._sglang_health imp
     advertised_address_problems,
     environ_vars,
 )
+from ansible_collections.dgxspark.sglang.plugins.module_utils._problems import errors, format_problems, warnings
 from ansible_collections.dgxspark.sglang.plugins.module_utils._sglang import (
+    VERSION_PROBE,
     build_argv,
     launch_argv,
     server_args_warnings,
     validate_server_args,
+    version_problems,
 )
 
 display = Display()
@@ -94,6 +97,24 @@ def sglang_advertised_address(plan, group, processes, environs):
     return advertised_address_problems(expected, found)
 
 
+def sglang_version_probe(group):
+    """The command that prints the SGLang version a group's runtime would run (native Python, or the image)."""
+    if group['runtime'] == 'container':
+        return ['docker', 'run', '--rm', '--network', 'none', '--entrypoint', 'python3', group['image'], '-c',
+                VERSION_PROBE]
+    return [group['python'], '-c', VERSION_PROBE]
+
+
+def sglang_version(found, host, runtime, allow_other=False):
+    """The SGLang version a node runs (the probe's output); fails unless it is the catalog's, or warns when allowed."""
+    problems = version_problems(found, host, runtime, allow_other=bool(allow_other))
+    if errors(problems):
+        raise AnsibleFilterError(format_problems(problems, 'SGLang on %s' % host))
+    for item in warnings(problems):
+        display.warning('dgxspark.sglang.sglang_version [%s]: %s' % (item['code'], item['message']))
+    return (found or '').strip()
+
+
 class FilterModule:
     """dgxspark.sglang SGLang flag filters."""
 
@@ -103,4 +124,6 @@ class FilterModule:
             'sglang_advertised_address': sglang_advertised_address,
             'sglang_args_problems': sglang_args_problems,
             'sglang_launch_argv': sglang_launch_argv,
+            'sglang_version': sglang_version,
+            'sglang_version_probe': sglang_version_probe,
         }

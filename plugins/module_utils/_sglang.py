@@ -630,3 +630,39 @@ def launch_argv(model, nnodes=1, node_rank=0, dist_init_addr=None, tp_size=1, ho
     if config_file is not None:
         argv += ['--config', config_file]
     return argv + _argv(resolved, FLAGS if catalog is None else catalog)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The SGLang a node really runs
+# ---------------------------------------------------------------------------------------------------------------------
+
+VAR_OTHER_VERSION = 'sglang_server_allow_other_version'
+# Prints the installed sglang's version without importing sglang (its import pulls in torch and takes seconds).
+VERSION_PROBE = "import importlib.metadata as m; print(m.version('sglang'))"
+REGENERATE = ('python3 scripts/sglang_flag_catalog.py in a checkout of this collection, with that SGLang version pinned '
+              'in the script, then review the diff of plugins/module_utils/_sglang_catalog.py')
+
+
+def version_problems(found, where, runtime, allow_other=False):
+    """Problems when the SGLang of a node (``found``, the probe's output) is not the version the flag catalog describes.
+
+    Another version may lack flags the catalog knows, or reject values it accepts, on every node at once: an error,
+    unless ``allow_other`` (``sglang_server_allow_other_version``) turns it into a warning.
+    """
+    found = (found or '').strip().splitlines()[-1].strip() if (found or '').strip() else ''
+    if found == SGLANG_VERSION:
+        return []
+    source = 'the image' if runtime == 'container' else 'the native Python'
+    if not re.match(r'^\d+(\.\d+)+\S*$', found):
+        what = ('%s of %s has no SGLang the collection can read (importlib.metadata said %r)'
+                % (source, where, found or 'nothing'))
+        return [problem('sglang-version-unknown', 'sglang_server_image' if runtime == 'container'
+                        else 'sglang_server_native_python', what,
+                        'point it at an SGLang %s install, or see why the probe failed on %s' % (SGLANG_VERSION, where),
+                        where=where)]
+    what = ('%s of %s runs SGLang %s, but the flags are checked against SGLang %s: a flag or value that %s changed '
+            'would stop every node at start-up' % (source, where, found, SGLANG_VERSION, found))
+    fix = ('run SGLang %s, or regenerate the catalog for %s (%s); set %s: true to go on anyway'
+           % (SGLANG_VERSION, found, REGENERATE, VAR_OTHER_VERSION))
+    make = warning if allow_other else problem
+    return [make('sglang-version-mismatch', VAR_OTHER_VERSION, what, fix, where=where)]

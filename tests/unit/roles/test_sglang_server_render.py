@@ -110,8 +110,9 @@ def rendered(tmp_path_factory):
         'vars': {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable},
         'children': {
             'ctr': local_group(tmp_path, ['ctr-1', 'ctr-2'], **role_vars(tmp_path, 'ctr', sglang_server_api_key=API_KEY)),
+            # The test venv's Python has SGLang's wheel: the role's version probe reads it there.
             'nat': local_group(tmp_path, ['nat-1', 'nat-2'], **role_vars(
-                tmp_path, 'nat', sglang_server_runtime='native', sglang_server_native_python='/usr/bin/python3',
+                tmp_path, 'nat', sglang_server_runtime='native', sglang_server_native_python=sys.executable,
                 sglang_server_native_pythonpath='/opt/sglang-standin')),
         }}}
     play = ''.join("""
@@ -152,7 +153,7 @@ def test_same_flags_in_both_runtimes_only_the_runner_differs(rendered):
     for rank in (1, 2):
         ctr, nat = exec_start(units['ctr-%d' % rank]), exec_start(units['nat-%d' % rank])
         ctr_flags = ctr[ctr.index('python3 -m sglang.launch_server') + 1:]
-        assert nat[0] == '/usr/bin/python3 -m sglang.launch_server'
+        assert nat[0] == '%s -m sglang.launch_server' % sys.executable
         # --config differs only by the folder given to each group in this test.
         assert [f.replace('/nat/', '/x/') for f in nat[1:]] == [f.replace('/ctr/', '/x/') for f in ctr_flags] or \
             [re.sub(r'--config \S+', '--config X', f) for f in nat[1:]] == \

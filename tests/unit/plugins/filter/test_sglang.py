@@ -22,11 +22,12 @@ HERE = pathlib.Path(sglang.__file__).resolve().parent
 
 
 def test_filters_are_registered_with_docs():
-    assert set(FILTERS) == {'sglang_advertised_address', 'sglang_args', 'sglang_args_problems', 'sglang_launch_argv'}
+    assert set(FILTERS) == {'sglang_advertised_address', 'sglang_args', 'sglang_args_problems', 'sglang_launch_argv',
+                            'sglang_version', 'sglang_version_probe'}
     for name in FILTERS:
         doc = yaml.safe_load((HERE / (name + '.yml')).read_text())
         assert doc['DOCUMENTATION']['name'] == name
-        assert doc['RETURN']['_value']['type'] == 'list'
+        assert doc['RETURN']['_value']['type'] == ('str' if name == 'sglang_version' else 'list')
 
 
 def test_sglang_args_returns_the_argv():
@@ -104,3 +105,17 @@ def test_sglang_advertised_address_reads_both_runtimes_registered_results():
                              {"item": "b", "rc": 1, "stdout": "[]"}]}
     problems = sglang_advertised_address(plan, "g", processes, {"results": []})
     assert len(problems) == 1 and problems[0].startswith("b (rank 1): no SGLang process runs there")
+
+
+def test_sglang_version_filters():
+    from ansible.errors import AnsibleFilterError  # pylint: disable=import-outside-toplevel
+    from ansible_collections.dgxspark.sglang.plugins.filter.sglang import (  # pylint: disable=import-outside-toplevel
+        sglang_version, sglang_version_probe)
+    assert sglang_version_probe({'runtime': 'native', 'python': '/opt/venv/bin/python', 'image': 'x'})[:2] == [
+        '/opt/venv/bin/python', '-c']
+    argv = sglang_version_probe({'runtime': 'container', 'python': 'p', 'image': 'lmsysorg/sglang:v0.5.23-cu130'})
+    assert argv[:3] == ['docker', 'run', '--rm'] and 'lmsysorg/sglang:v0.5.23-cu130' in argv
+    assert sglang_version('0.5.23\n', 'a', 'native') == '0.5.23'
+    with pytest.raises(AnsibleFilterError, match=r'(?s)SGLang on a has 1 problem.*0\.5\.22.*\[sglang-version-mismatch\]'):
+        sglang_version('0.5.22', 'a', 'native')
+    assert sglang_version('0.5.22', 'a', 'native', True) == '0.5.22'

@@ -599,3 +599,17 @@ def test_launch_argv_ignores_warnings_and_refuses_the_value_checks():
     with pytest.raises(ProblemsError) as err:
         launch_argv('m', extra={'log-level': 'trace', 'grpc-port': 50051})
     assert codes(err.value.problems) == ['sglang-bad-value', 'sglang-crashes-with-api-key']
+
+
+def test_version_problems_refuse_another_sglang_unless_allowed():
+    from ansible_collections.dgxspark.sglang.plugins.module_utils._sglang import version_problems  # pylint: disable=import-outside-toplevel
+    assert version_problems('0.5.23\n', 'spark-a', 'native') == []
+    problems = version_problems('0.5.9', 'spark-a', 'container')
+    assert codes(problems) == ['sglang-version-mismatch'] and problems[0]['severity'] == 'error'
+    assert 'the image of spark-a runs SGLang 0.5.9' in problems[0]['message']
+    assert 'scripts/sglang_flag_catalog.py' in problems[0]['message']
+    assert 'sglang_server_allow_other_version: true' in problems[0]['message']
+    allowed = version_problems('0.5.24', 'spark-a', 'native', allow_other=True)
+    assert codes(allowed) == ['sglang-version-mismatch'] and allowed[0]['severity'] == 'warning'
+    unknown = version_problems("ModuleNotFoundError: No module named 'sglang'", 'spark-b', 'native')
+    assert codes(unknown) == ['sglang-version-unknown'] and unknown[0]['variable'] == 'sglang_server_native_python'
