@@ -39,8 +39,8 @@ import urllib.request as _urllib_request
 
 DEFAULT_URL = "http://127.0.0.1:30000"
 
-# Gauges and counters reported by the module (summed over their label sets: tp_rank, pp_rank,
-# engine_type, model_name ...). Names from sglang srt/metrics/collector.py.
+# Gauges and counters reported by the module (gauges for the whole server, see whole_gauge; counters summed over
+# their label sets). Names from sglang srt/observability/metrics_collector.py.
 KEY_GAUGES = (
     "sglang:num_running_reqs",
     "sglang:num_queue_reqs",
@@ -360,6 +360,24 @@ def sum_samples(samples, name):
     return sum(values) if values else None
 
 
+# Scheduler gauges are exported once per scheduler (metrics_collector.py, SchedulerMetricsCollector): labels tp_rank,
+# pp_rank, moe_ep_rank (only rank 0 of each logs, unless --enable-metrics-for-all-schedulers), dp_rank with data-parallel
+# attention, and with priority scheduling a total under priority="" beside a breakdown under priority="<int>".
+# Every pipeline stage sees the same requests. The whole: tp/pp/ep rank 0, priority "", summed over dp_rank;
+# a ratio is the largest over dp_rank (adding ratios means nothing).
+RATIO_GAUGES = ("sglang:token_usage", "sglang:cache_hit_rate")
+_WHOLE_LABELS = {"tp_rank": "0", "pp_rank": "0", "moe_ep_rank": "0", "priority": ""}
+
+
+def whole_gauge(samples, name):
+    """The value of a scheduler gauge for the whole server (see _WHOLE_LABELS); None when there is none."""
+    values = [value for sample_name, labels, value in samples if sample_name == name
+              and all(labels.get(label, whole) == whole for label, whole in _WHOLE_LABELS.items())]
+    if not values:
+        return None
+    return max(values) if name in RATIO_GAUGES else sum(values)
+
+
 def histogram_summary(samples, family):
     """``{"count", "sum", "buckets": [(le, cumulative)]}`` of a histogram, summed over label sets."""
     buckets = {}
@@ -377,13 +395,18 @@ def histogram_summary(samples, family):
 def summarize_metrics(text):
     """The module's ``metrics`` dict from /metrics text: key gauges, counters, histogram count/sum.
 
-    Values are summed over label sets (one series per TP/PP rank or model name); a metric the
-    server does not print is left out.
+    Gauges are read for the whole server (``whole_gauge``); the tokenizer's counters and histograms are summed over
+    their label sets (each request lands in one series: model_name, engine_type, its priority). A metric the server
+    does not print is left out.
     """
     parsed = parse_prometheus_text(text)
     samples = parsed["samples"]
     out = {}
-    for name in KEY_GAUGES + KEY_COUNTERS:
+    for name in KEY_GAUGES:
+        value = whole_gauge(samples, name)
+        if value is not None:
+            out[name] = value
+    for name in KEY_COUNTERS:
         value = sum_samples(samples, name)
         if value is not None:
             out[name] = value

@@ -144,10 +144,14 @@ def _labels(labels):
                              for k, v in sorted(labels.items()))
 
 
-def scheduler_labels(model_name, tp_rank, pp_rank):
-    """The labels of a scheduler's metrics (``SchedulerMetricsCollector``): model, engine type, ranks."""
-    return {"model_name": model_name, "engine_type": "unified", "tp_rank": str(tp_rank), "pp_rank": str(pp_rank),
-            "moe_ep_rank": "0"}
+def scheduler_labels(model_name, tp_rank, pp_rank, priority=False):
+    """The labels of a scheduler's metrics (``SchedulerMetricsCollector``): model, engine type, ranks; with priority
+    scheduling the totals carry ``priority=""``."""
+    labels = {"model_name": model_name, "engine_type": "unified", "tp_rank": str(tp_rank), "pp_rank": str(pp_rank),
+              "moe_ep_rank": "0"}
+    if priority:
+        labels["priority"] = ""
+    return labels
 
 
 def node_ranks(args):
@@ -161,11 +165,14 @@ class Metrics(object):
     pipeline stage (tp_rank 0 on a node >= 1) exports its own gauges there: summing a gauge over every
     series counts the same requests once per stage."""
 
-    def __init__(self, model_name, max_total_tokens):
+    def __init__(self, model_name, max_total_tokens, priority=False):
         self.lock = threading.Lock()
         self.model = model_name
-        self.sched_labels = scheduler_labels(model_name, 0, 0)
+        self.sched_labels = scheduler_labels(model_name, 0, 0, priority)
+        # tokenizer_metric_labels: priority starts "" and each request fills in its own (the stand-in sends none)
         self.tok_labels = {"model_name": model_name, "engine_type": "unified"}
+        if priority:
+            self.tok_labels["priority"] = ""
         self.running = 0
         self.used_tokens = 0
         self.max_total_tokens = max_total_tokens
@@ -257,7 +264,7 @@ class Server(object):
         self.token_delay = float(os.environ.get("SGLANG_STANDIN_TOKEN_DELAY", "0.005"))
         self.load_seconds = float(os.environ.get("SGLANG_STANDIN_LOAD_SECONDS", "0"))
         self.warmup_seconds = float(os.environ.get("SGLANG_STANDIN_WARMUP_SECONDS", "1"))
-        self.metrics = Metrics(self.model_id, args.max_total_tokens or 1048576)
+        self.metrics = Metrics(self.model_id, args.max_total_tokens or 1048576, args.enable_priority_scheduling)
         self.created = int(time.time())
         self.forward_lock = threading.Lock()
         self.hung_since = None  # when the first forward pass that cannot complete started
@@ -278,8 +285,9 @@ class Server(object):
         tp_rank, pp_rank = node_ranks(self.args)
         if tp_rank != 0:
             return ""
-        rank = Metrics(self.model_id, self.args.max_total_tokens or 1048576)
-        rank.sched_labels = scheduler_labels(self.model_id, tp_rank, pp_rank)
+        priority = self.args.enable_priority_scheduling
+        rank = Metrics(self.model_id, self.args.max_total_tokens or 1048576, priority)
+        rank.sched_labels = scheduler_labels(self.model_id, tp_rank, pp_rank, priority)
         return rank.render(tokenizer=False)
 
     def shutdown(self, code):

@@ -328,12 +328,13 @@ def test_summarize_tp4_capture():
         "sglang:prompt_tokens_total": 6.0, "sglang:generation_tokens_total": 8.0}
 
 
-def test_summarize_sums_over_label_sets():
-    # Two TP ranks each print a series (enable-metrics-for-all-schedulers); bytes input too.
+def test_summarize_reads_tp_rank_0_of_every_scheduler_series():
+    # Two TP ranks each print a series (--enable-metrics-for-all-schedulers): both see the same requests, so the
+    # whole is tp_rank 0's, not the sum; counters are per request and summed. Bytes input too.
     text = TP4_METRICS_EXCERPT.replace('tp_rank="0"} 0.0', 'tp_rank="0"} 2.0')
     text += text.replace('tp_rank="0"', 'tp_rank="1"').replace("Qwen3-14B\"} 6.0", "Qwen3-14B\"} 0.0")
     metrics = h.summarize_metrics(text.encode())
-    assert metrics["sglang:num_running_reqs"] == 4.0
+    assert metrics["sglang:num_running_reqs"] == 2.0
     assert metrics["sglang:prompt_tokens_total"] == 6.0
 
 
@@ -605,3 +606,29 @@ def test_advertised_address_problems_name_each_node_and_the_cause():
     assert wrong == [wrong[0]] and wrong[0].startswith(
         "spark-b (rank 1): its running SGLang advertises SGLANG_HOST_IP=172.31.0.2, not the node's CX7 address "
         "192.168.100.12")
+
+
+WHOLE = """\
+sglang:num_queue_reqs{engine_type="unified",model_name="m",moe_ep_rank="0",pp_rank="0",priority="",tp_rank="0"} 5.0
+sglang:num_queue_reqs{engine_type="unified",model_name="m",moe_ep_rank="0",pp_rank="0",priority="1",tp_rank="0"} 3.0
+sglang:num_queue_reqs{engine_type="unified",model_name="m",moe_ep_rank="0",pp_rank="0",priority="2",tp_rank="0"} 2.0
+sglang:num_running_reqs{engine_type="unified",model_name="m",moe_ep_rank="0",pp_rank="0",tp_rank="0"} 4.0
+sglang:num_running_reqs{engine_type="unified",model_name="m",moe_ep_rank="0",pp_rank="1",tp_rank="0"} 4.0
+sglang:token_usage{dp_rank="0",engine_type="unified",model_name="m",moe_ep_rank="0",pp_rank="0",tp_rank="0"} 0.25
+sglang:token_usage{dp_rank="1",engine_type="unified",model_name="m",moe_ep_rank="0",pp_rank="0",tp_rank="0"} 0.75
+sglang:gen_throughput{dp_rank="0",engine_type="unified",model_name="m",moe_ep_rank="0",pp_rank="0",tp_rank="0"} 10.0
+sglang:gen_throughput{dp_rank="1",engine_type="unified",model_name="m",moe_ep_rank="0",pp_rank="0",tp_rank="0"} 30.0
+sglang:num_requests_total{engine_type="unified",model_name="m",priority="1"} 7.0
+sglang:num_requests_total{engine_type="unified",model_name="m",priority="2"} 5.0
+"""
+
+
+def test_summarize_metrics_reads_the_series_that_mean_the_whole():
+    # metrics_collector.py (SGLang 0.5.23): a queue total under priority="" beside its breakdown, one series per
+    # pipeline stage (the same requests), one per DP rank (its own requests); tokenizer counters split by priority.
+    got = h.summarize_metrics(WHOLE)
+    assert got["sglang:num_queue_reqs"] == 5.0  # not 10: the breakdown is part of the total
+    assert got["sglang:num_running_reqs"] == 4.0  # not 8: pp_rank 1 sees the same requests
+    assert got["sglang:token_usage"] == 0.75  # a ratio: the fullest DP rank, never 1.0
+    assert got["sglang:gen_throughput"] == 40.0  # DP ranks serve different requests
+    assert got["sglang:num_requests_total"] == 12.0  # each request counted once, in its priority's series
