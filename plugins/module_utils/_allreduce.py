@@ -241,8 +241,10 @@ def container_argv(params, sizes, worker_path, hostname, name):
     argv += [
         "-e", "NCCL_NVLS_ENABLE=0",
         "-v", "%s:%s:ro" % (worker_path, CONTAINER_WORKER_PATH),
-        params["image"], "python3",
     ]
+    for volume in params.get("volumes") or []:
+        argv += ["-v", volume]
+    argv += [params["image"], "python3"]
     return argv + worker_args(params, sizes, CONTAINER_WORKER_PATH, hostname)
 
 

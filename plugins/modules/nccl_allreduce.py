@@ -99,6 +99,13 @@ options:
   env_file:
     description: An environment file passed to C(docker run --env-file), e.g. the C(nccl.env) that the nccl_env role writes.
     type: path
+  volumes:
+    description:
+      - Extra C(docker run --volume) entries (C(SRC:DEST[:OPTIONS])) for O(runtime=container), e.g. what the image needs
+        mounted (the verify role passes the group's C(sglang_server_container_volumes)).
+    type: list
+    elements: str
+    default: []
   env:
     description:
       - Extra environment for the worker, e.g. C(NCCL_SOCKET_IFNAME), C(GLOO_SOCKET_IFNAME), C(NCCL_IB_HCA), C(NCCL_DEBUG).
@@ -361,6 +368,7 @@ def main():
             image=dict(type="str"),
             docker_path=dict(type="str", default="docker"),
             env_file=dict(type="path"),
+            volumes=dict(type="list", elements="str", default=[]),
             env=dict(type="dict", default={}),
             dtype=dict(type="str", choices=["float32"], default="float32"),
             min_bytes=dict(type="int", default=8),

@@ -208,6 +208,13 @@ def test_container_argv_uses_the_image_python_env_file_and_mounts_the_worker_rea
     assert argv[argv.index("--hostname") + 1] == "spark-02"
 
 
+def test_container_argv_mounts_the_extra_volumes_before_the_image():
+    p = params(runtime="container", image="img:1", volumes=["/venv:/venv:ro", "/opt/x:/opt/x:ro"])
+    argv = container_argv(p, [8], "/tmp/x/w.py", "spark-02", "n")
+    at = argv.index("img:1")
+    assert argv[at - 6:at] == ["-v", "/tmp/x/w.py:/tmp/w.py:ro", "-v", "/venv:/venv:ro", "-v", "/opt/x:/opt/x:ro"]
+
+
 # --- worker output -------------------------------------------------------------------------------------
 
 def test_parse_takes_the_last_json_object_line_after_noise():
