@@ -155,7 +155,7 @@ def test_same_flags_in_both_runtimes_only_the_runner_differs(rendered):
             [re.sub(r'--config \S+', '--config X', f) for f in ctr_flags]
     ctr = exec_start(units['ctr-1'])
     for part in ('/usr/bin/docker run --rm --name sglang', '--gpus all', '--network host', '--ipc host',
-                 'lmsysorg/sglang:v0.5.23-cu130'):
+                 '--ulimit memlock=-1', 'lmsysorg/sglang:v0.5.23-cu130'):
         assert part in ctr
     # --shm-size does nothing beside --ipc host (the host's /dev/shm): one of them only.
     assert not any(line.startswith('--shm-size') for line in ctr)

@@ -439,6 +439,10 @@ BAD = [
      'volumes-invalid', 'sglang_server_container_volumes', ALL3, ["'/data:/data'"]),
     ('volume_relative_destination', _set(sglang_server_container_volumes=['/data:/data:ro', '/venv:venv']),
      'volumes-invalid', 'sglang_server_container_volumes', ALL3, ["'/venv:venv'"]),
+    ('ulimit_unknown_name', _set(sglang_server_container_ulimits={'memlock': -1, 'mem-lock': -1}),
+     'ulimits-invalid', 'sglang_server_container_ulimits', ALL3, ["'mem-lock'"]),
+    ('ulimit_not_a_number', _set(sglang_server_container_ulimits={'memlock': 'unlimited'}),
+     'ulimits-invalid', 'sglang_server_container_ulimits', ALL3, ["'unlimited'"]),
     ('listen_address_a_name', _set(sglang_server_host='localhost'),
      'listen-address-invalid', 'sglang_server_host', ALL3, ["'localhost'"]),
     ('model_not_an_id', _set(sglang_server_model='not a model'),
@@ -726,6 +730,7 @@ OTHER_VALUE = {
     'sglang_server_runtime': 'native',
     'sglang_server_image': 'lmsysorg/sglang:latest',
     'sglang_server_container_volumes': ['/data:/data:ro'],
+    'sglang_server_container_ulimits': {'memlock': 8388608},
     'sglang_server_native_python': '/usr/bin/python3',
     'sglang_server_service_name': 'sglang2',
     'sglang_server_config_dir': '/etc/sglang2',
@@ -1318,3 +1323,9 @@ def test_container_volumes_reach_the_plan_as_given():
     volumes = ['/var/lib/venv:/var/lib/venv:ro', 'models:/models']
     assert plan_cluster(describe(2, sglang_server_container_volumes=volumes))['groups']['spark']['container_volumes'] == volumes
     assert plan_cluster(describe(2))['groups']['spark']['container_volumes'] == []
+
+
+def test_container_ulimits_default_to_unlimited_memlock():
+    assert plan_cluster(describe(2))['groups']['spark']['container_ulimits'] == {'memlock': -1}
+    ulimits = {'memlock': '8388608:8388608', 'stack': 67108864}
+    assert plan_cluster(describe(2, sglang_server_container_ulimits=ulimits))['groups']['spark']['container_ulimits'] == ulimits
