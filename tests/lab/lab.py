@@ -14,6 +14,7 @@ namespace. See tests/lab/README.md.
     python3 tests/lab/lab.py ssh NODE [CMD...]         SSH into a machine (NODE: lab-spark-01 or 1)
     python3 tests/lab/lab.py rootfs                    build the rootfs cache only
     python3 tests/lab/lab.py torch                     build the torch virtualenv only
+    python3 tests/lab/lab.py image                     build the SGLang image tarball only (up builds it too)
 
 `up --with-torch` (or DGXSPARK_LAB_TORCH=1) also builds, once, a virtualenv with the CPU torch wheel
 in the lab dir with the host's /usr/bin/python3 (Debian bookworm's 3.11, the machines' too) and
@@ -745,10 +746,14 @@ def prepare_node_docker(merged):
 
 
 def docker_nspawn_args():
-    """The image folder, read-only at its own path; CAP_SYS_RESOURCE, which root has on a Spark and nspawn leaves out:
-    without it runc cannot raise a container's hard limits (`docker run --ulimit memlock=-1` fails with `error setting
-    rlimit type 8: operation not permitted`), nor systemd a unit's LimitMEMLOCK=infinity."""
-    return ["--bind-ro=%s" % image_dir(), "--capability=CAP_SYS_RESOURCE"]
+    """The image folder, read-only at its own path (the machines' loader imports it from there).
+
+    Not added: CAP_SYS_RESOURCE. The host itself runs without it, so no machine can have it: a container's hard limits
+    cannot be raised here (`docker run --ulimit memlock=-1` fails with `error setting rlimit type 8: operation not
+    permitted`; the machines' memlock hard limit is the host's 8 MiB), hence sglang_server_container_ulimits in the lab
+    inventory.
+    """
+    return ["--bind-ro=%s" % image_dir()]
 
 
 def cmd_image(args):

@@ -10,7 +10,8 @@ import subprocess
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
-INVENTORY = ROOT / "inventories" / "lab"
+# A lab started with DGXSPARK_LAB_ID / DGXSPARK_LAB_DIR has its own inventory (`lab.py up` prints its path).
+INVENTORY = pathlib.Path(os.environ.get("DGXSPARK_LAB_INVENTORY") or ROOT / "inventories" / "lab")
 RANK = {"lab-spark-01": 0, "lab-spark-02": 1}
 DIST_INIT = "192.168.100.11:20000"
 API = "http://127.0.0.1:30000"
