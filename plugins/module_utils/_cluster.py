@@ -528,7 +528,6 @@ def _check_paths_and_names(ctx):
                         'write 0.0.0.0 (every address) or one address of the node', ctx.where, ctx.names))
 
 
-
 def _check_volumes(ctx):
     var = 'sglang_server_container_volumes'
     volumes = ctx.values[var]
@@ -540,7 +539,6 @@ def _check_volumes(ctx):
         if not isinstance(entry, str) or not _VOLUME.match(entry):
             ctx.add(problem('volumes-invalid', var, 'entry %r is not a docker --volume SRC:DEST[:OPTIONS]' % (entry,),
                             fix, ctx.where, ctx.names))
-
 
 
 def _check_ulimits(ctx):

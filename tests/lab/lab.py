@@ -38,6 +38,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import urllib.parse
@@ -595,7 +596,7 @@ def _dpkg_status(root):
     return pkgs
 
 
-def image_packages(root, roots=IMAGE_ROOTS):
+def image_packages(root, roots=None):
     """The installed packages that ROOTS need (Depends and Pre-Depends, first installed alternative)."""
     pkgs = _dpkg_status(root)
     provides = {}
@@ -605,7 +606,7 @@ def image_packages(root, roots=IMAGE_ROOTS):
         if m_pkg and m_prov:
             for prov in m_prov.group(1).split(","):
                 provides.setdefault(prov.strip().split()[0], m_pkg.group(1))
-    seen, todo = set(), list(roots)
+    seen, todo = set(), list(roots or IMAGE_ROOTS)
     while todo:
         name = todo.pop()
         name = name if name in pkgs else provides.get(name, name)
@@ -669,7 +670,6 @@ def build_image(force=False):
         return False
     if not rootfs_ready():
         raise LabError("the lab rootfs is not built: run `lab.py rootfs` first")
-    import tarfile  # only here: nothing else in the lab needs it
     t0 = time.monotonic()
     root = rootfs_path()
     packages = image_packages(root)
