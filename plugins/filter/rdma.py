@@ -20,9 +20,11 @@ from ansible_collections.dgxspark.sglang.plugins.module_utils._rdma import (
 
 
 def container_rdma_args(plan, host):
-    """Filter: the ``docker run`` flags for RDMA of the host's container, from the probed cluster plan."""
+    """Filter: the ``docker run`` flags for RDMA of the host's container (devices, ulimits), from the probed plan."""
     try:
-        return _container_rdma_args(node_rdma_devices(plan, host))
+        devices = node_rdma_devices(plan, host)
+        group = plan.get('groups', {}).get(plan['nodes'][host].get('group'), {})
+        return _container_rdma_args(devices, group.get('container_ulimits'))
     except RdmaPlanError as exc:
         raise AnsibleFilterError('container_rdma_args: %s' % exc)
 

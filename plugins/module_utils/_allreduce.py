@@ -130,7 +130,7 @@ def check_args(params):
         problems.append("runtime is container but no image is given: set image to the pinned SGLang image")
     if params["runtime"] == "container":
         try:
-            container_rdma_args(params.get("rdma_devices"))
+            container_rdma_args(params.get("rdma_devices"), params.get("ulimits"))
         except RdmaPlanError as exc:
             problems.append("runtime is container: %s" % exc)
     return problems
@@ -317,15 +317,15 @@ def container_name(node_rank, pid):
 def container_argv(params, sizes, worker_path, hostname, name):
     """Command line of the worker inside the SGLang image (runtime ``container``).
 
-    The NCCL inside the image is the one SGLang will use. The RDMA flags (``--ulimit memlock=-1``, and
-    ``--device /dev/infiniband`` when ``params["rdma_devices"]`` is not empty) come from ``_rdma``, as the SGLang
-    unit's do. ``NCCL_NVLS_ENABLE=0``: NVLink multicast stays off (nothing to gain on a Spark, harmful on shared
+    The NCCL inside the image is the one SGLang will use. The ulimits (``params["ulimits"]``, default
+    ``memlock=-1``) and ``--device /dev/infiniband`` (when ``params["rdma_devices"]`` is not empty) come from
+    ``_rdma``, as the SGLang unit's do. ``NCCL_NVLS_ENABLE=0``: NVLink multicast stays off (nothing to gain on a Spark, harmful on shared
     multi-GPU hosts).
     """
     argv = [
         params["docker_path"], "run", "--rm", "--name", name,
         "--gpus", "all", "--network", "host", "--ipc", "host",
-    ] + container_rdma_args(params.get("rdma_devices"))
+    ] + container_rdma_args(params.get("rdma_devices"), params.get("ulimits"))
     if params.get("env_file"):
         argv += ["--env-file", params["env_file"]]
     for key in sorted(params.get("env") or {}):
@@ -333,8 +333,10 @@ def container_argv(params, sizes, worker_path, hostname, name):
     argv += [
         "-e", "NCCL_NVLS_ENABLE=0",
         "-v", "%s:%s:ro" % (worker_path, CONTAINER_WORKER_PATH),
-        params["image"], "python3",
     ]
+    for volume in params.get("volumes") or []:
+        argv += ["-v", volume]
+    argv += [params["image"], "python3"]
     return argv + worker_args(params, sizes, CONTAINER_WORKER_PATH, hostname)
 
 

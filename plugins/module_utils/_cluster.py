@@ -48,6 +48,7 @@ from ansible_collections.dgxspark.sglang.plugins.module_utils._problems import (
     problem,
     warning,
 )
+from ansible_collections.dgxspark.sglang.plugins.module_utils._rdma import DEFAULT_ULIMITS
 from ansible_collections.dgxspark.sglang.plugins.module_utils._sglang import validate_server_args
 
 SCHEMA = 1
@@ -79,6 +80,8 @@ DEFAULTS = {
     'sglang_server_port': 30000,
     'sglang_server_runtime': 'container',
     'sglang_server_image': 'lmsysorg/sglang:v0.5.23-cu130',
+    'sglang_server_container_volumes': [],
+    'sglang_server_container_ulimits': dict(DEFAULT_ULIMITS),
     'sglang_server_native_python': '/opt/sglang/venv/bin/python',
     'sglang_server_service_name': 'sglang',
     'sglang_server_config_dir': '/etc/sglang',
@@ -113,6 +116,12 @@ VAR_TP_SIZE = 'sglang_server_tp_size'
 _SECRET_OK = re.compile(r'^[A-Za-z0-9_.~+/=-]+$')
 _PLACEHOLDER = re.compile(r'^<.*>$|^(your|my|insert|changeme|xxx|todo)', re.IGNORECASE)
 _UNIT_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.@-]{0,200}$')
+# docker run --volume SRC:DEST[:OPTIONS]: SRC an absolute path or a named volume, DEST an absolute path.
+_VOLUME = re.compile(r'^(/[^:\s]*|[A-Za-z0-9][A-Za-z0-9_.-]*):/[^:\s]*(:[a-zA-Z,]+)?$')
+# docker run --ulimit NAME=SOFT[:HARD] (Docker's names; -1: unlimited).
+ULIMIT_NAMES = ('core', 'cpu', 'data', 'fsize', 'locks', 'memlock', 'msgqueue', 'nice', 'nofile', 'nproc', 'rss',
+                'rtprio', 'rttime', 'sigpending', 'stack')
+_ULIMIT_VALUE = re.compile(r'^-?[0-9]+(:-?[0-9]+)?$')
 _HF_ID = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$')
 
 
@@ -512,10 +521,41 @@ def _check_paths_and_names(ctx):
     if runtime == 'container' and (not isinstance(image, str) or not image.strip() or any(c.isspace() for c in image)):
         ctx.add(problem('image-invalid', 'sglang_server_image', 'is %r, not an image reference' % (image,),
                         'write e.g. %s' % DEFAULTS['sglang_server_image'], ctx.where, ctx.names))
+    _check_volumes(ctx)
+    _check_ulimits(ctx)
     host = ctx.values['sglang_server_host']
     if not isinstance(host, str) or (host not in WILDCARDS and _parse_ip(host)[0] is None):
         ctx.add(problem('listen-address-invalid', 'sglang_server_host', 'is %r, not an address to listen on' % (host,),
                         'write 0.0.0.0 (every address) or one address of the node', ctx.where, ctx.names))
+
+
+def _check_volumes(ctx):
+    var = 'sglang_server_container_volumes'
+    volumes = ctx.values[var]
+    fix = 'write a list of SRC:DEST[:OPTIONS] with absolute paths, e.g. [/data/models:/data/models:ro]'
+    if not isinstance(volumes, list):
+        ctx.add(problem('volumes-invalid', var, 'is %r, not a list' % (volumes,), fix, ctx.where, ctx.names))
+        return
+    for entry in volumes:
+        if not isinstance(entry, str) or not _VOLUME.match(entry):
+            ctx.add(problem('volumes-invalid', var, 'entry %r is not a docker --volume SRC:DEST[:OPTIONS]' % (entry,),
+                            fix, ctx.where, ctx.names))
+
+
+def _check_ulimits(ctx):
+    var = 'sglang_server_container_ulimits'
+    ulimits = ctx.values[var]
+    fix = 'write a mapping of ulimit name to SOFT or SOFT:HARD, e.g. {memlock: -1, stack: 67108864} (-1: unlimited)'
+    if not isinstance(ulimits, dict):
+        ctx.add(problem('ulimits-invalid', var, 'is %r, not a mapping' % (ulimits,), fix, ctx.where, ctx.names))
+        return
+    for name, value in ulimits.items():
+        if name not in ULIMIT_NAMES:
+            ctx.add(problem('ulimits-invalid', var, 'names %r, not one of %s' % (name, ', '.join(ULIMIT_NAMES)), fix,
+                            ctx.where, ctx.names))
+        elif isinstance(value, bool) or not _ULIMIT_VALUE.match(str(value)):
+            ctx.add(problem('ulimits-invalid', var, '%s is %r, not SOFT or SOFT:HARD' % (name, value), fix,
+                            ctx.where, ctx.names))
 
 
 def _check_model(ctx):
@@ -885,6 +925,8 @@ def _assemble(ctx, order, interfaces, nets, addresses, model, gpus, tp, pp, dist
         'config_dir': values['sglang_server_config_dir'].rstrip('/') or '/',
         'runtime': values['sglang_server_runtime'],
         'image': values['sglang_server_image'],
+        'container_volumes': list(values['sglang_server_container_volumes']),
+        'container_ulimits': dict(values['sglang_server_container_ulimits']),
         'python': values['sglang_server_native_python'],
         'model': model,
         'server_args': {k: v for k, v in server_args.items() if k not in TP_KEYS},

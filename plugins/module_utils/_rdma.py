@@ -22,7 +22,8 @@ from __future__ import annotations
 INFINIBAND_DEVICE_DIR = '/dev/infiniband'
 
 # RDMA registers (pins) the memory it sends from; NCCL's host buffers are pinned too. Harmless without RDMA.
-MEMLOCK_ARGS = ('--ulimit', 'memlock=-1')
+# The default of sglang_server_container_ulimits (plugins/module_utils/_cluster.py DEFAULTS names the same).
+DEFAULT_ULIMITS = {'memlock': -1}
 
 
 class RdmaPlanError(ValueError):
@@ -52,18 +53,24 @@ def node_rdma_devices(plan, host):
     return [str(device) for device in probe['rdma_devices']]
 
 
-def container_rdma_args(rdma_devices):
+def container_rdma_args(rdma_devices, ulimits=None):
     """The ``docker run`` flags of a container that runs NCCL across nodes, from a node's RDMA devices.
 
-    ``--ulimit memlock=-1`` always; ``--device /dev/infiniband`` when ``rdma_devices`` is not empty. ``None`` (not
-    known) raises RdmaPlanError: pass the plan's list, ``[]`` for a node without RDMA (the lab's veths).
+    ``--ulimit NAME=VALUE`` for each of ``ulimits`` (the group's ``container_ulimits`` in the plan,
+    ``sglang_server_container_ulimits``; default ``memlock=-1``), sorted; then ``--device /dev/infiniband`` when
+    ``rdma_devices`` is not empty. ``None`` devices (not known) raise RdmaPlanError: pass the plan's list, ``[]`` for
+    a node without RDMA (the lab's veths).
     """
     if rdma_devices is None:
         raise RdmaPlanError('the RDMA devices of the node are not given: pass spark_cluster_plan.nodes[host]'
                             '.probe.rdma_devices ([] for none)')
     if isinstance(rdma_devices, str) or not isinstance(rdma_devices, (list, tuple)):
         raise RdmaPlanError('the RDMA devices must be a list of names, got %r' % (rdma_devices,))
-    args = list(MEMLOCK_ARGS)
+    if ulimits is None:
+        ulimits = dict(DEFAULT_ULIMITS)
+    args = []
+    for name in sorted(ulimits):
+        args += ['--ulimit', '%s=%s' % (name, ulimits[name])]
     if rdma_devices:
         args += ['--device', INFINIBAND_DEVICE_DIR]
     return args

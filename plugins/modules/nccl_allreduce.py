@@ -94,9 +94,9 @@ options:
     description:
       - C(python) runs the worker with O(python) on the host.
       - C(container) runs it with C(python3) inside O(image) through C(docker run --rm --gpus all
-        --network host --ipc host --ulimit memlock=-1), with C(--device /dev/infiniband) when O(rdma_devices) is not
-        empty, O(env_file) and C(NCCL_NVLS_ENABLE=0). The RDMA flags come from the same function as the SGLang unit's
-        (P(dgxspark.sglang.container_rdma_args#filter)).
+        --network host --ipc host), one C(--ulimit) per O(ulimits), C(--device /dev/infiniband) when O(rdma_devices)
+        is not empty, O(env_file) and C(NCCL_NVLS_ENABLE=0). The RDMA and ulimit flags come from the same function as
+        the SGLang unit's (P(dgxspark.sglang.container_rdma_args#filter)).
     type: str
     choices: [python, container]
     default: python
@@ -122,6 +122,19 @@ options:
   env_file:
     description: An environment file passed to C(docker run --env-file), e.g. the C(nccl.env) that the nccl_env role writes.
     type: path
+  ulimits:
+    description:
+      - C(docker run --ulimit NAME=VALUE) for O(runtime=container); the verify role passes the group's
+        C(sglang_server_container_ulimits), as the SGLang unit gets them.
+      - Omitted, C(memlock=-1) (RDMA pins the memory it sends from).
+    type: dict
+  volumes:
+    description:
+      - Extra C(docker run --volume) entries (C(SRC:DEST[:OPTIONS])) for O(runtime=container), e.g. what the image needs
+        mounted (the verify role passes the group's C(sglang_server_container_volumes)).
+    type: list
+    elements: str
+    default: []
   env:
     description:
       - Extra environment for the worker, e.g. C(NCCL_SOCKET_IFNAME), C(GLOO_SOCKET_IFNAME), C(NCCL_IB_HCA), C(NCCL_DEBUG).
@@ -421,6 +434,8 @@ def main():
             image=dict(type="str"),
             docker_path=dict(type="str", default="docker"),
             env_file=dict(type="path"),
+            volumes=dict(type="list", elements="str", default=[]),
+            ulimits=dict(type="dict"),
             env=dict(type="dict", default={}),
             dtype=dict(type="str", choices=["float32"], default="float32"),
             min_bytes=dict(type="int", default=8),

@@ -15,6 +15,7 @@ namespace. See tests/lab/README.md.
     python3 tests/lab/lab.py reboot NODE               reboot a machine, wait until SSH answers again
     python3 tests/lab/lab.py rootfs                    build the rootfs cache only
     python3 tests/lab/lab.py torch                     build the torch virtualenv only
+    python3 tests/lab/lab.py image                     build the SGLang image tarball only (up builds it too)
     python3 tests/lab/lab.py serve DIR                 serve DIR over HTTP to the machines (until `down`)
 
 `up --driverless` makes machines without the stand-in nvidia-smi: hosts with no NVIDIA driver, for the
@@ -47,6 +48,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import urllib.parse
@@ -693,6 +695,242 @@ def prepare_node_network_manager(i):
     profile.chmod(0o600)
 
 
+# --------------------------------------------------------------------------- the SGLang image (Docker in the machines)
+
+# The lab has no registry: the image that the container runtime runs (tagged exactly like the pinned SGLang image) is
+# a rootfs tarball made here from the lab rootfs's own files, imported into each machine's Docker when Docker starts.
+# It holds Debian's python3 (the interpreter the torch venv is built with) and little else: Docker in the machines uses
+# vfs, which copies the whole image at every container start. Torch and the stand-in stay out of it: the image's PATH
+# and PYTHONPATH point at where the containers mount them read-only (the venv at its own path, the checkout at
+# STANDIN_MOUNT), so `python3 -m sglang.launch_server` in the image runs the venv's python with the stand-in.
+IMAGE_ROOTS = ("python3", "libstdc++6", "dash")   # the interpreter, torch's C++ runtime, /bin/sh
+IMAGE_SKIP = ("/usr/share/doc/", "/usr/share/man/", "/usr/share/info/", "/usr/share/locale/", "/usr/share/lintian/",
+              "/usr/share/bug/")
+IMAGE_SKIP_PARTS = ("/gconv/",)   # glibc's charset converters (iconv); Python brings its own codecs
+IMAGE_EXTRA = ("/etc/passwd", "/etc/group", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d")
+IMAGE_RECIPE = "1"
+IMAGE_STANDIN_PATH = STANDIN_MOUNT + "/tests/lab/sglang_standin"
+IMAGE_LOADER = "/usr/local/sbin/dgxspark-lab-image-load"
+IMAGE_DROPIN = "/etc/systemd/system/docker.service.d/50-dgxspark-lab-image.conf"
+# Docker's built-in `--gpus` driver (daemon/nvidia_linux.go) exists only when this hook is on dockerd's PATH at start.
+GPU_HOOK = "/usr/bin/nvidia-container-runtime-hook"
+
+
+def image_dir():
+    return LAB_DIR / "sglang-image"
+
+
+def image_tag():
+    """The pinned image reference, read from its one home (DEFAULTS in _cluster.py; lab.py imports no collection code)."""
+    text = (REPO / "plugins/module_utils/_cluster.py").read_text()
+    m = re.search(r"""['"]sglang_server_image['"]\s*:\s*['"]([^'"]+)['"]""", text)
+    if not m:
+        raise LabError("no sglang_server_image default found in plugins/module_utils/_cluster.py")
+    return m.group(1)
+
+
+def image_changes():
+    """`docker import --change` lines: the image's environment, pointing at the read-only mounts."""
+    path = "%s/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" % torch_venv()
+    return ["ENV PATH=%s" % path, "ENV PYTHONPATH=%s" % IMAGE_STANDIN_PATH, "ENV PYTHONUNBUFFERED=1",
+            "WORKDIR /", 'CMD ["python3"]']
+
+
+def image_stamp():
+    return hashlib.sha256(json.dumps([IMAGE_RECIPE, IMAGE_ROOTS, IMAGE_SKIP, IMAGE_SKIP_PARTS, IMAGE_EXTRA, ROOTFS_STAMP, image_tag(),
+                                      image_changes()]).encode()).hexdigest()[:16]
+
+
+def image_ready():
+    stamp = image_dir() / "stamp"
+    return (image_dir() / "rootfs.tar").is_file() and stamp.is_file() and stamp.read_text().strip() == image_stamp()
+
+
+def _dpkg_status(root):
+    """Package name -> (dependency names, installed) from the rootfs's dpkg database."""
+    pkgs = {}
+    for para in (Path(root) / "var/lib/dpkg/status").read_text().split("\n\n"):
+        fields = dict(re.findall(r"^([A-Za-z-]+): ?(.*)$", para, re.M))
+        if "Package" not in fields:
+            continue
+        deps = []
+        for key in ("Pre-Depends", "Depends"):
+            for alt in fields.get(key, "").split(","):
+                names = [a.strip().split()[0].split(":")[0] for a in alt.split("|") if a.strip()]
+                if names:
+                    deps.append(names)
+        pkgs[fields["Package"]] = (deps, fields.get("Status", "").endswith(" installed"))
+    return pkgs
+
+
+def image_packages(root, roots=None):
+    """The installed packages that ROOTS need (Depends and Pre-Depends, first installed alternative)."""
+    pkgs = _dpkg_status(root)
+    provides = {}
+    for para in (Path(root) / "var/lib/dpkg/status").read_text().split("\n\n"):
+        m_pkg = re.search(r"^Package: (\S+)", para, re.M)
+        m_prov = re.search(r"^Provides: (.*)$", para, re.M)
+        if m_pkg and m_prov:
+            for prov in m_prov.group(1).split(","):
+                provides.setdefault(prov.strip().split()[0], m_pkg.group(1))
+    seen, todo = set(), list(roots or IMAGE_ROOTS)
+    while todo:
+        name = todo.pop()
+        name = name if name in pkgs else provides.get(name, name)
+        if name in seen:
+            continue
+        if name not in pkgs or not pkgs[name][1]:
+            raise LabError("the image needs %s, which the lab rootfs does not have installed" % name)
+        seen.add(name)
+        for alts in pkgs[name][0]:
+            found = [a if a in pkgs else provides.get(a) for a in alts]
+            found = [a for a in found if a and pkgs.get(a, ((), False))[1]]
+            if found:
+                todo.append(found[0])
+    return sorted(seen)
+
+
+def _canonical(root, path):
+    """PATH with a usrmerge top-level link (/bin -> usr/bin, /lib -> usr/lib, ...) resolved, as the tarball stores it."""
+    parts = path.strip("/").split("/")
+    top = Path(root) / parts[0]
+    if len(parts) > 1 and top.is_symlink() and not os.readlink(top).startswith("/"):
+        return "/" + "/".join([os.readlink(top).strip("/")] + parts[1:])
+    return path
+
+
+def image_paths(root, packages):
+    """Every path of the packages' files (dpkg's lists), their Python bytecode caches, and IMAGE_EXTRA."""
+    info = Path(root) / "var/lib/dpkg/info"
+    paths = set()
+    for pkg in packages:
+        for lst in (info / ("%s.list" % pkg), *info.glob("%s:*.list" % pkg)):
+            if lst.is_file():
+                paths.update(line for line in lst.read_text().splitlines() if line.startswith("/"))
+    paths = {_canonical(root, p) for p in paths
+             if p != "/." and not p.startswith(IMAGE_SKIP) and not any(part in p for part in IMAGE_SKIP_PARTS)}
+    for extra in IMAGE_EXTRA:
+        full = Path(root) / extra.lstrip("/")
+        if full.is_dir():
+            paths.update("/" + str(f.relative_to(root)) for f in full.rglob("*"))
+        if full.exists():
+            paths.add(extra)
+    for p in list(paths):
+        cache = Path(root) / p.lstrip("/") / "__pycache__"
+        if p.startswith("/usr/lib/python3") and cache.is_dir():
+            paths.update("/" + str(f.relative_to(root)) for f in cache.iterdir())
+    # Parents first; the usrmerge links themselves; the folders every container needs.
+    for p in list(paths):
+        parent = os.path.dirname(p)
+        while parent not in ("/", ""):
+            paths.add(parent)
+            parent = os.path.dirname(parent)
+    for top in ("bin", "sbin", "lib", "lib64"):
+        if (Path(root) / top).is_symlink():
+            paths.add("/" + top)
+    return sorted(paths)
+
+
+def build_image(force=False):
+    """<labdir>/sglang-image/rootfs.tar (+ tag, changes, stamp), from the lab rootfs, built once."""
+    if image_ready() and not force:
+        return False
+    if not rootfs_ready():
+        raise LabError("the lab rootfs is not built: run `lab.py rootfs` first")
+    t0 = time.monotonic()
+    root = rootfs_path()
+    packages = image_packages(root)
+    d = image_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / "rootfs.tar.tmp"
+    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        for p in image_paths(root, packages):
+            full = root / p.lstrip("/")
+            if not (full.exists() or full.is_symlink()):
+                continue
+            info = tar.gettarinfo(str(full), arcname=p.lstrip("/"))
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            if info.isreg():
+                with open(full, "rb") as fh:
+                    tar.addfile(info, fh)
+            else:
+                tar.addfile(info)
+        for name, mode in (("tmp", 0o1777), ("root", 0o700), ("proc", 0o555), ("sys", 0o555), ("dev", 0o755),
+                           ("etc", 0o755)):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, mode, int(time.time())
+            if name not in tar.getnames():
+                tar.addfile(info)
+    tmp.rename(d / "rootfs.tar")
+    (d / "tag").write_text(image_tag() + "\n")
+    (d / "changes").write_text("".join(c + "\n" for c in image_changes()))
+    (d / "packages").write_text("".join(p + "\n" for p in packages))
+    (d / "stamp").write_text(image_stamp() + "\n")
+    log("image %s ready in %.1f s: %s, %.1f MB, %d packages (%s)" % (
+        image_tag(), time.monotonic() - t0, d / "rootfs.tar", (d / "rootfs.tar").stat().st_size / 1e6,
+        len(packages), " ".join(packages)))
+    return True
+
+
+IMAGE_LOADER_SCRIPT = """\
+#!/bin/sh
+# tests/lab/lab.py: a lab accommodation, not part of a real Spark. The lab has no registry: when Docker starts
+# (ExecStartPost of {dropin}), this puts the lab's image into it from the tarball lab.py built (mounted read-only),
+# once per machine, so that the sglang_server role finds the pinned image and pulls nothing.
+set -e
+dir={dir}
+tag=$(cat "$dir/tag")
+docker image inspect "$tag" >/dev/null 2>&1 && exit 0
+set --
+while IFS= read -r change; do set -- "$@" --change "$change"; done < "$dir/changes"
+docker import "$@" "$dir/rootfs.tar" "$tag" >/dev/null
+"""
+
+GPU_HOOK_SCRIPT = """\
+#!/bin/sh
+# tests/lab/lab.py: GPU stand-in, not part of a real Spark. Docker registers its built-in `--gpus` driver only when
+# nvidia-container-runtime-hook is on its PATH, and runs it as the container's OCI prestart hook (the NVIDIA Container
+# Toolkit's hook mounts the driver and devices there). The lab has no GPU: this one reads the state and adds nothing.
+cat >/dev/null
+exit 0
+"""
+
+
+def prepare_node_docker(merged):
+    """The Docker pieces of a machine, inert until the container_runtime role installs Docker."""
+    loader = merged / IMAGE_LOADER.lstrip("/")
+    loader.parent.mkdir(parents=True, exist_ok=True)
+    loader.write_text(IMAGE_LOADER_SCRIPT.format(dir=image_dir(), dropin=IMAGE_DROPIN))
+    loader.chmod(0o755)
+    dropin = merged / IMAGE_DROPIN.lstrip("/")
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    dropin.write_text("# tests/lab/lab.py: import the lab's SGLang image (no registry in the lab)\n"
+                      "[Service]\nExecStartPost=%s\n" % IMAGE_LOADER)
+    hook = merged / GPU_HOOK.lstrip("/")
+    hook.write_text(GPU_HOOK_SCRIPT)
+    hook.chmod(0o755)
+
+
+def docker_nspawn_args():
+    """The image folder, read-only at its own path (the machines' loader imports it from there).
+
+    Not added: CAP_SYS_RESOURCE. The host itself runs without it, so no machine can have it: a container's hard limits
+    cannot be raised here (`docker run --ulimit memlock=-1` fails with `error setting rlimit type 8: operation not
+    permitted`; the machines' memlock hard limit is the host's 8 MiB), hence sglang_server_container_ulimits in the lab
+    inventory.
+    """
+    return ["--bind-ro=%s" % image_dir()]
+
+
+def cmd_image(args):
+    require_root()
+    build_rootfs()
+    if not build_image(force=args.force):
+        log("image is built and current: %s" % (image_dir() / "rootfs.tar"))
+    print(image_dir() / "rootfs.tar")
+
+
 # --------------------------------------------------------------------------- network
 
 def ensure_netns(name):
@@ -1112,6 +1350,7 @@ def prepare_node(i, n, pubkey, driverless=False):
         'Acquire::http::Proxy "http://%s:%d";\nAcquire::https::Proxy "http://%s:%d";\n'
         'Acquire::http::Proxy::%s "DIRECT";\n'
         % (CTL_IP, PROXY_PORT, CTL_IP, PROXY_PORT, CTL_IP))
+    prepare_node_docker(merged)
 
 
 def start_node(i, torch=False):
@@ -1127,7 +1366,7 @@ def start_node(i, torch=False):
             "--system-call-filter=@keyring bpf", "--capability=CAP_SYS_ADMIN,CAP_BPF,CAP_NET_ADMIN",
             # The checkout, read-only: the lab's SGLang stand-in runs from tests/lab/sglang_standin
             # there and reads the flag catalog from plugins/module_utils, as the controller does.
-            "--bind-ro=%s:%s" % (REPO, STANDIN_MOUNT)]
+            "--bind-ro=%s:%s" % (REPO, STANDIN_MOUNT)] + docker_nspawn_args()
     marker = node_dir(i) / "torch"
     if torch:
         # Read-only at the same path: the venv's absolute paths hold inside the machine too.
@@ -1523,6 +1762,7 @@ def cmd_up(args):
         raise LabError("N must be 1..200")
     t0 = time.monotonic()
     build_rootfs()
+    build_image()
     torch = torch_wanted(args)
     if torch:
         build_torch_venv()
@@ -1685,6 +1925,9 @@ def main(argv=None):
     p = sub.add_parser("rootfs", help="build the rootfs cache only")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_rootfs)
+    p = sub.add_parser("image", help="build the lab's SGLang image tarball only (up builds it too)")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_image)
     p = sub.add_parser("torch", help="build the torch venv only (see up --with-torch)")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_torch)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import testinfra
 
@@ -11,6 +13,8 @@ PLAN = {
     "lab-spark-01": ("192.168.100.11", "192.168.101.11"),
     "lab-spark-02": ("192.168.100.12", "192.168.101.12"),
 }
+# The lab's management subnet (tests/lab/lab.py MGMT_NET): 172.31.255.0/24, 172.31.(255-ID) with DGXSPARK_LAB_ID.
+MGMT_NET = "172.31.%d." % (255 - int(os.environ.get("DGXSPARK_LAB_ID") or 0))
 PEER = {"lab-spark-01": "lab-spark-02", "lab-spark-02": "lab-spark-01"}
 
 
@@ -39,7 +43,7 @@ def test_twins_are_up_with_their_planned_address_and_mtu_9000(host, name):
 
 
 def test_management_link_kept_its_address(host, name):
-    assert host.interface(MGMT).addresses[0].startswith("172.31.255.")
+    assert host.interface(MGMT).addresses[0].startswith(MGMT_NET)
 
 
 @pytest.mark.parametrize("size,ok", [(8972, True), (8973, False), (9000, False)])

@@ -17,6 +17,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 NODES = ("lab-spark-01", "lab-spark-02")
 MARKER = "/etc/netplan/40-cx7.yaml"
+# A lab started with DGXSPARK_LAB_ID / DGXSPARK_LAB_DIR has its own inventory (`lab.py up` prints its path).
+INVENTORY = os.environ.get("DGXSPARK_LAB_INVENTORY") or "inventories/lab"
 
 CASES = [
     ({"spark_cx7_subnets": ["192.168.100.0/24", "192.168.100.0/24"]}, "spark_cx7_subnets"),
@@ -44,7 +46,7 @@ def before():
 def test_bad_input_fails_before_any_host_changes(before, extra, named):
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
     run = subprocess.run(
-        ["ansible-playbook", "site.yml", "-i", "inventories/lab", "-e", "cx7_network_mtu=1500", "-e", json.dumps(extra)],
+        ["ansible-playbook", "site.yml", "-i", INVENTORY, "-e", "cx7_network_mtu=1500", "-e", json.dumps(extra)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
     )
     out = run.stdout + run.stderr

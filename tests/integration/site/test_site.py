@@ -10,7 +10,8 @@ import subprocess
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
-INVENTORY = ROOT / "inventories" / "lab"
+# A lab started with DGXSPARK_LAB_ID / DGXSPARK_LAB_DIR has its own inventory (`lab.py up` prints its path).
+INVENTORY = pathlib.Path(os.environ.get("DGXSPARK_LAB_INVENTORY") or ROOT / "inventories" / "lab")
 RANK = {"lab-spark-01": 0, "lab-spark-02": 1}
 DIST_INIT = "192.168.100.11:20000"
 API = "http://127.0.0.1:30000"
@@ -71,7 +72,9 @@ def test_rank0_answers_a_chat_completion_with_the_key_and_refuses_it_without(hos
 
 def ansible_playbook(*extra):
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
-    return subprocess.run(["ansible-playbook", "site.yml", "-i", str(INVENTORY), *extra], cwd=ROOT, env=env,
+    # The API key where molecule/site keeps it (api_key() reads it there), whichever inventory folder is used.
+    creds = "sglang_server_credentials_dir=%s" % (ROOT / "inventories" / "credentials" / "lab")
+    return subprocess.run(["ansible-playbook", "site.yml", "-i", str(INVENTORY), "-e", creds, *extra], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600, check=False)
 
 

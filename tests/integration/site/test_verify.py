@@ -13,11 +13,13 @@ import subprocess
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 LAB = ["python3", str(ROOT / "tests" / "lab" / "lab.py")]
+# A lab started with DGXSPARK_LAB_ID / DGXSPARK_LAB_DIR has its own inventory (`lab.py up` prints its path).
+INVENTORY = os.environ.get("DGXSPARK_LAB_INVENTORY") or "inventories/lab"
 
 
 def verify():
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
-    run = subprocess.run(["ansible-playbook", "playbooks/verify.yml", "-i", "inventories/lab"], cwd=ROOT, env=env,
+    run = subprocess.run(["ansible-playbook", "playbooks/verify.yml", "-i", INVENTORY], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=600, check=False)
     return run.returncode, run.stdout + run.stderr
 

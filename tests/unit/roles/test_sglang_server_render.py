@@ -109,7 +109,9 @@ def rendered(tmp_path_factory):
     inventory = {'all': {
         'vars': {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable},
         'children': {
-            'ctr': local_group(tmp_path, ['ctr-1', 'ctr-2'], **role_vars(tmp_path, 'ctr', sglang_server_api_key=API_KEY)),
+            'ctr': local_group(tmp_path, ['ctr-1', 'ctr-2'], **role_vars(
+                tmp_path, 'ctr', sglang_server_api_key=API_KEY,
+                sglang_server_container_volumes=['/var/lib/venv:/var/lib/venv:ro', '/opt/x:/opt/x'])),
             # The test venv's Python has SGLang's wheel: the role's version probe reads it there.
             'nat': local_group(tmp_path, ['nat-1', 'nat-2'], **role_vars(
                 tmp_path, 'nat', sglang_server_runtime='native', sglang_server_native_python=sys.executable,
@@ -160,12 +162,15 @@ def test_same_flags_in_both_runtimes_only_the_runner_differs(rendered):
             [re.sub(r'--config \S+', '--config X', f) for f in ctr_flags]
     ctr = exec_start(units['ctr-1'])
     for part in ('/usr/bin/docker run --rm --name sglang', '--gpus all', '--network host', '--ipc host',
-                 'lmsysorg/sglang:v0.5.23-cu130'):
+                 '--ulimit memlock=-1', 'lmsysorg/sglang:v0.5.23-cu130'):
         assert part in ctr
     # --shm-size does nothing beside --ipc host (the host's /dev/shm): one of them only.
     assert not any(line.startswith('--shm-size') for line in ctr)
     assert any(line.startswith('--env-file ') and line.endswith('/secrets.env') for line in ctr)
     assert any(line.endswith('server.yaml:ro') for line in ctr)
+    # sglang_server_container_volumes: one --volume each, in order, before the image.
+    image = ctr.index('lmsysorg/sglang:v0.5.23-cu130')
+    assert ctr[image - 2:image] == ['--volume /var/lib/venv:/var/lib/venv:ro', '--volume /opt/x:/opt/x']
 
 
 def test_one_flag_per_line_config_first_extras_sorted(rendered):

@@ -270,10 +270,25 @@ def test_container_argv_without_rdma_devices_has_no_device_but_keeps_memlock():
     assert argv[argv.index("--ulimit") + 1] == "memlock=-1"
 
 
+def test_container_argv_takes_the_group_ulimits_instead_of_memlock_unlimited():
+    # The lab cannot raise its locked-memory limit (sglang_server_container_ulimits: {memlock: 8388608}).
+    p = params(runtime="container", image="img", rdma_devices=["rocep1s0f1"], ulimits={"memlock": 8388608, "nofile": 1024})
+    argv = container_argv(p, [8], "/tmp/x/w.py", "lab-1", "n")
+    at = argv.index("--ulimit")
+    assert argv[at:at + 6] == ["--ulimit", "memlock=8388608", "--ulimit", "nofile=1024", "--device", "/dev/infiniband"]
+
+
 def test_container_needs_the_rdma_devices_of_the_plan():
     problems = check_args(params(runtime="container", image="img", rdma_devices=None))
     assert len(problems) == 1 and "spark_cluster_plan.nodes[host].probe.rdma_devices" in problems[0]
     assert check_args(params(runtime="container", image="img", rdma_devices=[])) == []
+
+
+def test_container_argv_mounts_the_extra_volumes_before_the_image():
+    p = params(runtime="container", image="img:1", rdma_devices=[], volumes=["/venv:/venv:ro", "/opt/x:/opt/x:ro"])
+    argv = container_argv(p, [8], "/tmp/x/w.py", "spark-02", "n")
+    at = argv.index("img:1")
+    assert argv[at - 6:at] == ["-v", "/tmp/x/w.py:/tmp/w.py:ro", "-v", "/venv:/venv:ro", "-v", "/opt/x:/opt/x:ro"]
 
 
 # --- worker output -------------------------------------------------------------------------------------

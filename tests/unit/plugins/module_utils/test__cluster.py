@@ -435,6 +435,14 @@ BAD = [
      'runtime-invalid', 'sglang_server_runtime', ALL3, ["'podman'"]),
     ('image_with_a_space', _set(sglang_server_image='a b'),
      'image-invalid', 'sglang_server_image', ALL3, ["'a b'"]),
+    ('volumes_not_a_list', _set(sglang_server_container_volumes='/data:/data'),
+     'volumes-invalid', 'sglang_server_container_volumes', ALL3, ["'/data:/data'"]),
+    ('volume_relative_destination', _set(sglang_server_container_volumes=['/data:/data:ro', '/venv:venv']),
+     'volumes-invalid', 'sglang_server_container_volumes', ALL3, ["'/venv:venv'"]),
+    ('ulimit_unknown_name', _set(sglang_server_container_ulimits={'memlock': -1, 'mem-lock': -1}),
+     'ulimits-invalid', 'sglang_server_container_ulimits', ALL3, ["'mem-lock'"]),
+    ('ulimit_not_a_number', _set(sglang_server_container_ulimits={'memlock': 'unlimited'}),
+     'ulimits-invalid', 'sglang_server_container_ulimits', ALL3, ["'unlimited'"]),
     ('listen_address_a_name', _set(sglang_server_host='localhost'),
      'listen-address-invalid', 'sglang_server_host', ALL3, ["'localhost'"]),
     ('model_not_an_id', _set(sglang_server_model='not a model'),
@@ -721,6 +729,8 @@ OTHER_VALUE = {
     'sglang_server_port': 30001,
     'sglang_server_runtime': 'native',
     'sglang_server_image': 'lmsysorg/sglang:latest',
+    'sglang_server_container_volumes': ['/data:/data:ro'],
+    'sglang_server_container_ulimits': {'memlock': 8388608},
     'sglang_server_native_python': '/usr/bin/python3',
     'sglang_server_service_name': 'sglang2',
     'sglang_server_config_dir': '/etc/sglang2',
@@ -1307,3 +1317,15 @@ def test_a_removed_variable_is_a_warning_that_says_what_to_do():
     assert [(p['code'], p['severity'], p['variable']) for p in problems] == [
         ('variable-removed', 'warning', 'sglang_server_shm_size')]
     assert '--ipc host' in problems[0]['message'] and 'Fix: remove it' in problems[0]['message']
+
+
+def test_container_volumes_reach_the_plan_as_given():
+    volumes = ['/var/lib/venv:/var/lib/venv:ro', 'models:/models']
+    assert plan_cluster(describe(2, sglang_server_container_volumes=volumes))['groups']['spark']['container_volumes'] == volumes
+    assert plan_cluster(describe(2))['groups']['spark']['container_volumes'] == []
+
+
+def test_container_ulimits_default_to_unlimited_memlock():
+    assert plan_cluster(describe(2))['groups']['spark']['container_ulimits'] == {'memlock': -1}
+    ulimits = {'memlock': '8388608:8388608', 'stack': 67108864}
+    assert plan_cluster(describe(2, sglang_server_container_ulimits=ulimits))['groups']['spark']['container_ulimits'] == ulimits
