@@ -99,9 +99,10 @@ def sglang_advertised_address(plan, group, processes, environs):
 
 def sglang_version_probe(group):
     """The command that prints the SGLang version a group's runtime would run (native Python, or the image)."""
-    if group['runtime'] == 'container':
-        return ['docker', 'run', '--rm', '--network', 'none', '--entrypoint', 'python3', group['image'], '-c',
-                VERSION_PROBE]
+    if group['runtime'] == 'container':  # with the group's extra volumes, as the unit runs the image
+        volumes = [arg for volume in group.get('container_volumes') or [] for arg in ('--volume', volume)]
+        return ['docker', 'run', '--rm', '--network', 'none'] + volumes + ['--entrypoint', 'python3', group['image'],
+                                                                           '-c', VERSION_PROBE]
     return [group['python'], '-c', VERSION_PROBE]
 
 

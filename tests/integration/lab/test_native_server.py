@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 RANK = {"lab-spark-01": 0, "lab-spark-02": 1}
+# inventories/lab: the lab's venv (in the lab dir), which holds SGLang's wheel for the stand-in
+PYTHON = "/torch-venv/bin/python"
 
 
 @pytest.fixture()
@@ -15,8 +17,9 @@ def name(host):
 def test_unit_runs_the_interpreter_directly_with_the_node_s_rank(host, name):
     assert host.service("sglang").is_running and host.service("sglang").is_enabled
     words = host.check_output("systemctl show -p ExecStart --value sglang").split()
-    argv = words[words.index("argv[]=/usr/bin/python3"):]
-    assert argv[:3] == ["argv[]=/usr/bin/python3", "-m", "sglang.launch_server"]
+    start = next(i for i, word in enumerate(words) if word.startswith("argv[]="))
+    argv = words[start:]
+    assert argv[0].endswith(PYTHON) and argv[1:3] == ["-m", "sglang.launch_server"]
     assert argv[argv.index("--node-rank") + 1] == str(RANK[name])
     assert "docker" not in " ".join(words)
     assert not host.exists("docker")

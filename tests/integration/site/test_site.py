@@ -106,24 +106,39 @@ def test_bad_flags_fail_before_any_host_changes(bad, named):
     assert before == after
 
 
-def lab_ssh(node, command, check=True):
-    return subprocess.run(["python3", str(ROOT / "tests/lab/lab.py"), "ssh", node, command],
+def lab_ssh(node, command, check=True, stdin=None):
+    return subprocess.run(["python3", str(ROOT / "tests/lab/lab.py"), "ssh", node, command], input=stdin,
                           capture_output=True, text=True, check=check, timeout=180)
+
+
+# A stale override, as a user or an older tool leaves one: a drop-in that runs the unit's own command line without
+# SGLANG_HOST_IP (the container runtime passes it as `--env`, the native one as Environment=). site.yml cannot see it.
+STALE_DROPIN = r"""
+import os
+lines = open("/etc/systemd/system/sglang.service").read().splitlines()
+start = next(i for i, line in enumerate(lines) if line.startswith("ExecStart="))
+end = start
+while lines[end].endswith("\\"):
+    end += 1
+command = [line for line in lines[start:end + 1] if "SGLANG_HOST_IP=" not in line]
+command[-1] = command[-1].rstrip(" \\")
+os.makedirs("/etc/systemd/system/sglang.service.d", exist_ok=True)
+with open("/etc/systemd/system/sglang.service.d/stale.conf", "w") as out:
+    out.write("[Service]\nUnsetEnvironment=SGLANG_HOST_IP\nExecStart=\n" + "\n".join(command) + "\n")
+"""
 
 
 def test_without_sglang_host_ip_the_group_never_forms_and_the_health_step_names_the_cause():
     """SGLang advertises get_local_ip_auto(): without SGLANG_HOST_IP, the route to 8.8.8.8, i.e. the management
-    address, which the lab (like a Spark's LAN) does not carry between machines. A stale drop-in that unsets the
+    address, which the lab (like a Spark's LAN) does not carry between machines. A stale drop-in that drops the
     variable on the head is a change site.yml does not see: its health step must name the node and the cause."""
-    dropin = "/etc/systemd/system/sglang.service.d/stale.conf"
-    lab_ssh("lab-spark-01", "mkdir -p %s && printf '[Service]\\nUnsetEnvironment=SGLANG_HOST_IP\\n' > %s && "
-            "systemctl daemon-reload" % (dropin.rsplit("/", 1)[0], dropin))
+    lab_ssh("lab-spark-01", "python3 - && systemctl daemon-reload", stdin=STALE_DROPIN)
     try:
         for node in ("lab-spark-01", "lab-spark-02"):  # the group restarts as a whole, as the role does it
             lab_ssh(node, "systemctl stop sglang")
         for node in ("lab-spark-01", "lab-spark-02"):
             lab_ssh(node, "systemctl start sglang")
-        run = ansible_playbook("--tags", "sglang_server", "-e", "sglang_server_health_timeout_s=20")
+        run = ansible_playbook("--tags", "sglang_server", "-e", "sglang_server_health_timeout_s=30")
         out = run.stdout + run.stderr
         assert run.returncode != 0, out[-3000:]
         journal = lab_ssh("lab-spark-01", "journalctl -u sglang -o cat --no-pager").stdout

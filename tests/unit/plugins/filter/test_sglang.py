@@ -113,8 +113,10 @@ def test_sglang_version_filters():
         sglang_version, sglang_version_probe)
     assert sglang_version_probe({'runtime': 'native', 'python': '/opt/venv/bin/python', 'image': 'x'})[:2] == [
         '/opt/venv/bin/python', '-c']
-    argv = sglang_version_probe({'runtime': 'container', 'python': 'p', 'image': 'lmsysorg/sglang:v0.5.23-cu130'})
-    assert argv[:3] == ['docker', 'run', '--rm'] and 'lmsysorg/sglang:v0.5.23-cu130' in argv
+    argv = sglang_version_probe({'runtime': 'container', 'python': 'p', 'image': 'lmsysorg/sglang:v0.5.23-cu130',
+                                 'container_volumes': ['/v:/v:ro']})
+    assert argv[:3] == ['docker', 'run', '--rm'] and argv[argv.index('--volume') + 1] == '/v:/v:ro'
+    assert argv.index('--volume') < argv.index('lmsysorg/sglang:v0.5.23-cu130')
     assert sglang_version('0.5.23\n', 'a', 'native') == '0.5.23'
     with pytest.raises(AnsibleFilterError, match=r'(?s)SGLang on a has 1 problem.*0\.5\.22.*\[sglang-version-mismatch\]'):
         sglang_version('0.5.22', 'a', 'native')
