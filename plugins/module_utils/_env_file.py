@@ -95,10 +95,18 @@ def check_entry(name, raw, variable):
     if not (isinstance(name, str) and NAME.match(name)):
         return None, problem('env-bad-name', variable, '%r is not a valid environment variable name (letters, digits, '
                              '_; not starting with a digit)' % (name,), 'correct or remove it')
+    return check_value(name, raw, variable)
+
+
+def check_value(name, raw, variable, type_code='env-bad-value'):
+    """(value, None) for the value of ``name`` as the file holds it, or (None, problem) naming ``variable``.
+
+    ``type_code``: the code of a value that is no string, number or bool (callers with codes of their own pass theirs).
+    """
     try:
         value = env_value(raw)
     except TypeError as exc:
-        return None, problem('env-bad-value', variable, '%s: %s' % (name, exc),
+        return None, problem(type_code, variable, '%s: %s' % (name, exc),
                              'remove the key to leave it unset' if raw is None else 'give it a string, number or bool')
     trouble = value_trouble(name, value)
     if trouble:

@@ -35,9 +35,8 @@ from ansible_collections.dgxspark.sglang.plugins.module_utils._cx7 import (
     is_rdma_name,
 )
 from ansible_collections.dgxspark.sglang.plugins.module_utils._env_file import (
-    FIX as ENV_FILE_FIX,
+    check_value,
     env_value,
-    value_trouble,
 )
 from ansible_collections.dgxspark.sglang.plugins.module_utils._env_file import (
     render_env_file as _render_env_file,
@@ -348,15 +347,7 @@ def _entry_problem(name, raw):
 
     The value must be in the one format of ``_env_file``: bare, as systemd and docker read it the same.
     """
-    try:
-        value = render_value(raw)
-    except TypeError as exc:
-        return None, problem('nccl-bad-value', VAR_EXTRA, '%s: %s' % (name, exc),
-                             'remove the key to leave it unset' if raw is None else 'give it a string, number or bool')
-    trouble = value_trouble(name, value)
-    if trouble:
-        return None, problem(trouble[0], VAR_EXTRA, trouble[1], ENV_FILE_FIX)
-    return value, None
+    return check_value(name, raw, VAR_EXTRA, type_code='nccl-bad-value')
 
 
 def validate_nccl_env(mapping, deliberate=(), interfaces=None, rdma_devices=None):
