@@ -222,7 +222,7 @@ metrics:
       priority scheduling, as a total under C(priority="") beside a per-priority breakdown. The value here is that of
       rank 0 of each kind with C(priority="") (every pipeline stage sees the same requests), summed over C(dp_rank);
       the ratios C(sglang:token_usage) and C(sglang:cache_hit_rate) take the largest instead of a sum.
-    - Counters and histograms are summed over their label sets: each request is counted in one series.
+    - Counters and histograms are summed over their label sets, as each request is counted in one series.
     - Gauges C(sglang:num_running_reqs), C(sglang:num_queue_reqs), C(sglang:token_usage),
       C(sglang:gen_throughput), C(sglang:cache_hit_rate); counters C(sglang:prompt_tokens_total),
       C(sglang:generation_tokens_total), C(sglang:num_requests_total); and C(_count) / C(_sum) of the
