@@ -473,7 +473,8 @@ def main():
         module.fail_json(msg="%s on %s (rc %s): see stderr; check that %s has torch%s"
                          % (exc, hostname, rc, argv[0], " with CUDA" if params["backend"] == "nccl" else ""), **facts)
     if "error" in report:
-        module.fail_json(msg=report["error"], errors=report.get("errors", []), stage=report.get("stage"), **facts)
+        module.fail_json(msg=report["error"], errors=report.get("errors") or [report["error"]], stage=report.get("stage"),
+                         **facts)
     if report.get("applicable") is False:
         module.exit_json(changed=False, cmd=argv, applicable=False, reason=report["reason"],
                          world_size=report["world_size"], local_ranks=report["local_ranks"])

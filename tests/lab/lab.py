@@ -1365,7 +1365,7 @@ def start_node(i, torch=False):
             # engine inside the machine starts but cannot run any container.
             "--system-call-filter=@keyring bpf", "--capability=CAP_SYS_ADMIN,CAP_BPF,CAP_NET_ADMIN",
             # The checkout, read-only: the lab's SGLang stand-in runs from tests/lab/sglang_standin
-            # there and reads the flag catalog from plugins/module_utils, as the controller does.
+            # there, with SGLang's wheel from the torch venv.
             "--bind-ro=%s:%s" % (REPO, STANDIN_MOUNT)] + docker_nspawn_args()
     marker = node_dir(i) / "torch"
     if torch:

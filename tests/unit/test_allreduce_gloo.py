@@ -20,7 +20,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -171,16 +170,14 @@ def one_gpu_python(tmp_path, gpus=1):
 def test_module_fails_at_once_with_more_local_ranks_than_gpus(tmp_path):
     # A one-GPU node asked for two ranks: before, local rank 0 waited in the rendezvous until torch's timeout
     # (105 s at timeout 120) for a rank that never came. Now the worker counts the GPUs before any rank starts.
-    began = time.monotonic()
     result = run_module(module_args(backend="nccl", python=one_gpu_python(tmp_path), nnodes=1, local_ranks=2,
                                     timeout=120))
-    elapsed = time.monotonic() - began
     assert result["failed"]
     assert result["msg"] == (
         "local_ranks 2 but this node (%s) has 1 GPU (nvidia-smi -L / torch.cuda.device_count()); "
         "set local_ranks to at most 1 or leave it out" % socket.gethostname())
-    assert result["stage"] == "setup"
-    assert elapsed < 30  # ansible and one torch import; no rendezvous, far from the 105 s timeout
+    assert result["stage"] == "setup"  # before any rank started: no rendezvous to wait for
+    assert result["errors"] == [result["msg"]]
 
 
 def test_module_one_node_of_one_rank_is_not_applicable():

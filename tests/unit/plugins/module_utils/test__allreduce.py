@@ -371,13 +371,12 @@ def worker_main(monkeypatch, capsys, *extra):
 ])
 def test_worker_fails_at_once_with_more_local_ranks_than_gpus(monkeypatch, capsys, gpus, local_ranks, text):
     torch = fake_torch(monkeypatch, gpus)
-    rc, report, elapsed = worker_main(monkeypatch, capsys, "--backend", "nccl", "--nnodes", "2",
-                                      "--local-ranks", str(local_ranks))
+    rc, report, _elapsed = worker_main(monkeypatch, capsys, "--backend", "nccl", "--nnodes", "2",
+                                       "--local-ranks", str(local_ranks))
     assert rc == 1
-    assert report["stage"] == "setup"
+    assert report["stage"] == "setup"  # before any rank started: no rendezvous, no timeout to wait for
     assert report["error"].startswith(text)
     assert torch.cuda.asked == 1
-    assert elapsed < 2.0  # no rendezvous, no timeout
 
 
 def test_worker_takes_as_many_local_ranks_as_gpus(monkeypatch):
