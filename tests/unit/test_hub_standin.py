@@ -126,7 +126,7 @@ def test_range_request_answers_the_asked_bytes(hub):
 
 
 def test_missing_repo_and_file_map_to_the_client_errors(hub, tmp_path):
-    server, _ = hub
+    server = hub[0]
     with pytest.raises(hf_errors.RepositoryNotFoundError):
         download(server, tmp_path / "c1", repo_id="dgxspark-lab/absent")
     with pytest.raises(hf_errors.EntryNotFoundError):
