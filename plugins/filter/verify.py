@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.dgxspark.sglang.plugins.module_utils._env_file import parse_env_file
 from ansible_collections.dgxspark.sglang.plugins.module_utils._verify import (
     allreduce_blockers,
     allreduce_sizing,
     group_reports,
     node_report,
-    parse_env_file,
 )
 
 

@@ -31,6 +31,8 @@ import re
 
 from ansible_collections.dgxspark.sglang.plugins.module_utils._problems import ProblemsError, kind, problem
 
+# Inside double quotes of a value written by releases before this format, what systemd unescapes.
+_ESCAPED = re.compile(r'\\(["\\`$])')
 # A variable name as both readers take it and a process can use it.
 NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
 # The longest line docker reads (bufio.MaxScanTokenSize, newline excluded).
@@ -146,3 +148,24 @@ def render_env_file(mapping, header='', variable='environment'):
     if problems:
         raise EnvFileError(problems)
     return header + ''.join(lines)
+
+
+def parse_env_file(text):
+    """The variables of an environment file, name -> value (strings): the inverse of ``render_env_file``.
+
+    Comment and blank lines are skipped, and so is a line without ``=``; a bare value is taken as it is (it may hold
+    ``=``, as in ``NCCL_SOCKET_IFNAME==enp1s0f1np1``); a name that appears twice keeps its last value, as systemd
+    reads it. A value in double quotes, as earlier releases of this collection wrote some, has ``" \\ ` $``
+    unescaped, as systemd reads it.
+    """
+    env = {}
+    # Lines end at '\n' only, as systemd reads them (str.splitlines would also split at a U+2028 inside quotes).
+    for line in (text or '').split('\n'):
+        line = line.strip(' \t\r')
+        if not line or line.startswith('#') or '=' not in line:
+            continue
+        name, value = line.split('=', 1)
+        if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
+            value = _ESCAPED.sub(r'\1', value[1:-1])
+        env[name] = value
+    return env

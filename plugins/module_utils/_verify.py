@@ -8,7 +8,7 @@ The role gathers raw results on every node (the NCCL environment file, the all-r
 health check) and reads the rest from the cluster plan (``spark_cluster_plan`` at stage ``probed``: the GPUs and CX7
 twins that preflight probed once). Everything it decides is decided here:
 
-- ``parse_env_file``: the variables of the NCCL environment file (the exact inverse of ``_nccl.render_env_file``);
+- ``parse_env_file`` (from ``_env_file``, the one home of the format): the variables of the NCCL environment file;
 - ``allreduce_blockers``: why the all-reduce cannot run for a node's group (a node missing, a twin down);
 - ``node_report``: one node's report, with its ``failures``, each ``{check, code, reason}``;
 - ``cluster_verdict`` and ``group_reports``: the verdict of each group and the report the controller writes.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 
 from ansible_collections.dgxspark.sglang.plugins.module_utils._allreduce import (
     DEFAULT_MAX_BYTES,
@@ -34,6 +33,7 @@ from ansible_collections.dgxspark.sglang.plugins.module_utils._allreduce import 
     memory_capped_max_bytes,
 )
 from ansible_collections.dgxspark.sglang.plugins.module_utils._cluster import DRIVER_FIX
+from ansible_collections.dgxspark.sglang.plugins.module_utils._env_file import parse_env_file
 from ansible_collections.dgxspark.sglang.plugins.module_utils._nvidia_smi import parse_meminfo
 
 # The checks of a node, in the order the report shows them.
@@ -58,35 +58,12 @@ INTERFACE_KEYS = ('name', 'present', 'operstate', 'speed_mbps', 'mtu', 'ipv4', '
 # What the report keeps of the completion text of the health check.
 COMPLETION_TEXT_MAX = 200
 
-_ESCAPED = re.compile(r'\\(["\\`$])')
-
-
 def failure(check, code, reason):
     """One failure of a node: the check, a stable code and the sentence a user reads (with ``Fix: ...``)."""
     return {'check': check, 'code': code, 'reason': str(reason).strip()}
 
 
 # --- raw results -------------------------------------------------------------------------------------------------
-
-def parse_env_file(text):
-    """The variables of an environment file as ``_nccl.render_env_file`` writes it, name -> value (strings).
-
-    The exact inverse of ``render_env_file``/``quote_value``: comment and blank lines are skipped, a value in
-    double quotes has ``" \\ ` $`` unescaped, a bare value is taken as it is (it may hold ``=``, as in
-    ``NCCL_SOCKET_IFNAME==enp1s0f1np1``). A line without ``=`` is not a variable and is skipped.
-    """
-    env = {}
-    # Lines end at '\n' only, as systemd reads them (str.splitlines would also split at a U+2028 inside quotes).
-    for line in (text or '').split('\n'):
-        line = line.strip(' \t\r')
-        if not line or line.startswith('#') or '=' not in line:
-            continue
-        name, value = line.split('=', 1)
-        if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
-            value = _ESCAPED.sub(r'\1', value[1:-1])
-        env[name] = value
-    return env
-
 
 def slurped_text(result):
     """The text of a file that ansible.builtin.slurp read (its ``content`` is base64), or None when it was not read."""
