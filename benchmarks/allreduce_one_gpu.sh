@@ -29,27 +29,9 @@ PORT=${PORT:-29511}
 TIMEOUT=${TIMEOUT:-60}
 export N=${N:-5}
 
-if ! command -v ansible >/dev/null 2>&1; then
-  if [ -x "$ROOT/.venv/bin/ansible" ]; then
-    export PATH="$ROOT/.venv/bin:$PATH"
-  elif [ -x /tmp/site/bin/ansible ]; then
-    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PATH=/tmp/site/bin:$PATH
-  else
-    echo "# ansible not found: installing ansible-core from .whl/ into /tmp/site" >&2
-    if ! python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl; then
-      python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*-py3-none-any.whl || exit 1
-    fi
-    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PATH=/tmp/site/bin:$PATH
-  fi
-fi
-
-if [ -n "${OUT_DIR:-}" ]; then
-  mkdir -p "$OUT_DIR"
-elif [ -n "${OUT:-}" ]; then
-  OUT_DIR=$OUT
-else
-  OUT_DIR=$(mktemp -d)
-fi
+. benchmarks/_common.sh
+use_ansible python3 || exit 1
+use_out_dir
 SUMMARY=$OUT_DIR/summary.txt
 : >"$SUMMARY"
 say() { echo "$*" | tee -a "$SUMMARY"; }

@@ -72,27 +72,9 @@ if [ -n "$NCCL_LIB" ]; then
 fi
 
 # ansible-core: the checkout's .venv, else the wheels in .whl/ (offline), as benchmarks/gpu_info.sh does.
-if ! command -v ansible >/dev/null 2>&1; then
-  if [ -x "$ROOT/.venv/bin/ansible" ]; then
-    export PATH="$ROOT/.venv/bin:$PATH"
-  elif [ -x /tmp/site/bin/ansible ]; then
-    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PATH=/tmp/site/bin:$PATH
-  else
-    echo "# ansible not found: installing ansible-core from .whl/ into /tmp/site" >&2
-    if ! "$PY" -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl; then
-      "$PY" -m pip install -q --no-index --no-deps --target /tmp/site .whl/*-py3-none-any.whl
-    fi
-    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PATH=/tmp/site/bin:$PATH
-  fi
-fi
-
-if [ -n "${OUT_DIR:-}" ]; then
-  mkdir -p "$OUT_DIR"
-elif [ -n "${OUT:-}" ]; then
-  OUT_DIR=$OUT
-else
-  OUT_DIR=$(mktemp -d)
-fi
+. benchmarks/_common.sh
+use_ansible "$PY"
+use_out_dir
 echo "# host: $(hostname)  GPUs: $NGPUS  python3: $PY ($("$PY" -c 'import torch; print("torch", torch.__version__, "NCCL", ".".join(map(str, torch.cuda.nccl.version())))'))"
 echo "# NCCL lib: ${NCCL_LIB:-none found}  raw outputs: $OUT_DIR"
 nvidia-smi --query-gpu=index,name,driver_version --format=csv,noheader 2>/dev/null | sed 's/^/# gpu /' || true

@@ -14,19 +14,8 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 N=${N:-5}
 
-if ! command -v ansible >/dev/null 2>&1; then
-  if [ -x "$ROOT/.venv/bin/ansible" ]; then
-    export PATH="$ROOT/.venv/bin:$PATH"
-  else
-    echo "# ansible not found: installing ansible-core from .whl/ into /tmp/site" >&2
-    if ! python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl; then
-      # A wheel built for another Python (cffi, cryptography) makes pip refuse the whole set: take the
-      # pure-Python ones; ansible-core only needs cryptography for vault.
-      python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*-py3-none-any.whl
-    fi
-    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PATH=/tmp/site/bin:$PATH
-  fi
-fi
+. benchmarks/_common.sh
+use_ansible python3
 if ! python3 -c 'import ansible, jinja2, yaml, packaging' 2>/dev/null; then
   echo "ansible-core cannot be imported (jinja2, PyYAML and packaging must be installed for python3):" >&2
   python3 -c 'import ansible, jinja2, yaml, packaging' >&2 || true
