@@ -58,6 +58,7 @@ INTERFACE_KEYS = ('name', 'present', 'operstate', 'speed_mbps', 'mtu', 'ipv4', '
 # What the report keeps of the completion text of the health check.
 COMPLETION_TEXT_MAX = 200
 
+
 def failure(check, code, reason):
     """One failure of a node: the check, a stable code and the sentence a user reads (with ``Fix: ...``)."""
     return {'check': check, 'code': code, 'reason': str(reason).strip()}
