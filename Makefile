@@ -19,7 +19,7 @@ GET_PIP_CACHE := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 
 # requirements-sglang.txt: SGLang's own argument parser for the unit tests, without its GPU stack (--no-deps: every
 # module it imports is pinned there; about 950 MB, most of it triton, and a minute).
-$(BIN)/.stamp: requirements.txt requirements-dev.txt requirements-sglang.txt
+$(BIN)/.stamp: requirements.txt meta/requirements.txt requirements-dev.txt requirements-sglang.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements-sglang.txt
