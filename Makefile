@@ -15,7 +15,7 @@ SANITY_ARGS ?=
 # this network cannot reach; tests/sanity/get_pip.py does the same job offline (see its docstring).
 GET_PIP_CACHE := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 
-.PHONY: test unit sanity lint molecule reboot-test lab lab-down lab-deps build clean
+.PHONY: test unit sanity lint molecule reboot-test awx-test lab lab-down lab-deps build clean
 
 # requirements-sglang.txt: SGLang's own argument parser for the unit tests, without its GPU stack (--no-deps: every
 # module it imports is pinned there; about 950 MB, most of it triton, and a minute).
@@ -27,7 +27,7 @@ $(BIN)/.stamp: requirements.txt meta/requirements.txt requirements-dev.txt requi
 
 venv: $(BIN)/.stamp
 
-test: unit sanity lint molecule reboot-test
+test: unit sanity lint molecule reboot-test awx-test
 	@echo "make test: all gates passed"
 
 unit: venv
@@ -64,6 +64,13 @@ molecule: venv lab-deps
 # break a cluster's run); it takes the lab ids of the environment, as the scenarios do.
 reboot-test: venv lab-deps
 	$(BIN)/pytest -p no:cacheprovider tests/integration/reboot
+
+# The collection as AWX runs it (tests/integration/installed): the tarball built and installed into an empty
+# collections path, then dgxspark.sglang.site, .verify and .site again (no API key: read back, nothing restarts) run by
+# ansible-runner in a private data dir laid out as AWX lays it out, from outside the checkout. A lab of its own
+# (up 2, down); it takes the lab ids of the environment, as the scenarios do.
+awx-test: venv lab-deps
+	$(BIN)/pytest -p no:cacheprovider tests/integration/installed
 
 # The whole job on the lab: two machines (with a read-only torch venv for the gloo all-reduce),
 # site.yml, then verify.yml, whose last lines say where the report is.

@@ -82,13 +82,7 @@ def private_data_dir(root, project, inventory, extra_vars=None, credential_vars=
     meta = {'awx_job_id': job_id, 'tower_job_id': job_id, 'awx_job_template_name': job_template,
             'awx_job_launch_type': 'manual', 'awx_user_name': 'admin'}
     (root / 'env' / 'extravars').write_text(yaml.dump(dict(extra_vars or {}, **meta), Dumper=UnsafeDumper))
-    cmdline = []
-    if credential_vars:
-        injected = root / 'env' / 'tmp_sglang_secrets'
-        injected.write_text(yaml.dump(credential_vars, Dumper=UnsafeDumper))
-        injected.chmod(0o400)
-        cmdline += ['-e', '@%s' % injected]
-    (root / 'env' / 'cmdline').write_text(' '.join(cmdline))
+    set_credential_vars(root, credential_vars)
     paths = _collections_paths(root / 'project')
     collections = ':'.join([str(root / 'requirements_collections')] + paths)
     envvars = {
@@ -105,6 +99,20 @@ def private_data_dir(root, project, inventory, extra_vars=None, credential_vars=
     if ssh_key:
         (root / 'env' / 'ssh_key').write_text(pathlib.Path(ssh_key).read_text())
     return root
+
+
+def set_credential_vars(root, credential_vars):
+    """The extra vars a credential type's injector gives the job (a file of their own, -e @file), or none."""
+    root = pathlib.Path(root)
+    injected = root / 'env' / 'tmp_sglang_secrets'
+    cmdline = []
+    if credential_vars is not None:
+        if injected.exists():
+            injected.chmod(0o600)
+        injected.write_text(yaml.dump(credential_vars, Dumper=UnsafeDumper))
+        injected.chmod(0o400)
+        cmdline += ['-e', '@%s' % injected]
+    (root / 'env' / 'cmdline').write_text(' '.join(cmdline))
 
 
 class Job:
