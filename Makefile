@@ -45,9 +45,20 @@ sanity: venv
 	  $(abspath $(BIN))/ansible-test sanity --venv --python 3.11 --color no $(SANITY_ARGS) \
 	  | grep -Ev '^(WARNING: Location|Looking in|Collecting|Downloading|Installing|Successfully|Requirement already| +━)' || exit $${PIPESTATUS[0]}
 
+# antsibull-docs lints the built collection, installed (the checkout's collections/ link would loop), on its own: the
+# docs of modules, filters and role argument specs, and every reference in them (to this collection and ansible.builtin).
+DOCS_LINT_DIR := .tmp/docs-lint
 lint: venv
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint --profile production
+	$(BIN)/antsibull-changelog lint
+	rm -rf $(DOCS_LINT_DIR) && mkdir -p $(DOCS_LINT_DIR)
+	$(BIN)/ansible-galaxy collection build --output-path $(DOCS_LINT_DIR) . >/dev/null
+	ANSIBLE_COLLECTIONS_PATH=$(abspath $(DOCS_LINT_DIR)) $(BIN)/ansible-galaxy collection install \
+	  -p $(DOCS_LINT_DIR) $(DOCS_LINT_DIR)/dgxspark-sglang-*.tar.gz >/dev/null
+	ANSIBLE_COLLECTIONS_PATH=$(abspath $(DOCS_LINT_DIR)) ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false \
+	  $(BIN)/antsibull-docs lint-collection-docs --plugin-docs --validate-collection-refs dependent \
+	  --disallow-unknown-collection-refs $(DOCS_LINT_DIR)/ansible_collections/dgxspark/sglang
 
 # Debian packages the lab needs (systemd-nspawn, debootstrap, iproute2, ...), installed only when missing.
 lab-deps:
