@@ -122,8 +122,8 @@ class Job:
         self.status = runner.status
         self.rc = runner.rc
         self.artifact_dir = pathlib.Path(artifact_dir)
-        self.events = [json.loads(p.read_text()) for p in sorted((self.artifact_dir / 'job_events').glob('*.json'),
-                                                                     key=lambda p: int(p.name.split('-', 1)[0]))]
+        files = sorted((self.artifact_dir / 'job_events').glob('*.json'), key=lambda p: int(p.name.split('-', 1)[0]))
+        self.events = [json.loads(p.read_text()) for p in files]
         self.stdout = (self.artifact_dir / 'stdout').read_text() if (self.artifact_dir / 'stdout').exists() else ''
 
     def events_text(self):

@@ -100,7 +100,8 @@ def answer_errors(question, answers, validate_required=True):
         return out
     if qtype in ('integer', 'float'):
         allowed = (int,) if qtype == 'integer' else (float, int)
-        if type(value) not in allowed:  # pylint: disable=unidiomatic-typecheck  (AWX compares types exactly: no bool)
+        # AWX compares the types exactly, so True is no integer.
+        if type(value) not in allowed:  # pylint: disable=unidiomatic-typecheck
             return ["Value %r for '%s' expected to be %s." % (value, var, 'an integer' if qtype == 'integer' else 'numeric')]
         out = []
         if 'min' in limits and value < limits['min']:
