@@ -53,7 +53,7 @@ def timed(name, func, *args, **kwargs):
 
 
 @pytest.fixture(scope='module')
-def lab_inventory():
+def lab_inventory(request):
     if os.geteuid() != 0:
         pytest.skip('the lab needs root (namespaces, mounts, cgroups)')
     env = dict(os.environ, DGXSPARK_LAB_TORCH='1')
@@ -62,8 +62,10 @@ def lab_inventory():
         assert up.returncode == 0, up.stderr
         yield pathlib.Path(up.stdout.strip().splitlines()[-1]).resolve()
     finally:
-        down = subprocess.run(LAB + ['down'], capture_output=True, text=True, check=False)
-        print('\ntimes (s): %s' % json.dumps(TIMES))
+        down = timed('lab down', subprocess.run, LAB + ['down'], capture_output=True, text=True, check=False)
+        reporter = request.config.pluginmanager.get_plugin('terminalreporter')
+        if reporter is not None:
+            reporter.write_line('\nawx-test times (s): %s' % json.dumps(TIMES))
         assert down.returncode == 0, down.stderr
 
 
