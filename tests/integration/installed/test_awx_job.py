@@ -64,8 +64,10 @@ def lab_inventory(request):
     finally:
         down = timed('lab down', subprocess.run, LAB + ['down'], capture_output=True, text=True, check=False)
         reporter = request.config.pluginmanager.get_plugin('terminalreporter')
-        if reporter is not None:
-            reporter.write_line('\nawx-test times (s): %s' % json.dumps(TIMES))
+        capture = request.config.pluginmanager.get_plugin('capturemanager')
+        if reporter is not None and capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line('\nawx-test times (s): %s' % json.dumps(TIMES))
         assert down.returncode == 0, down.stderr
 
 
