@@ -1232,6 +1232,27 @@ def ensure_proxy():
 
 # --------------------------------------------------------------------------- file server
 
+def start_daemon(argv, pid_file, logf, ready, what, stdout=None):
+    """Start ARGV detached (a session of its own), note its PID in PID_FILE, and wait up to 10 s until LOGF (its
+    stderr, appended to; stdout too unless STDOUT names another file) shows READY. LabError naming WHAT otherwise."""
+    start = logf.stat().st_size if logf.exists() else 0
+    with open(stdout or logf, "ab") as out, open(logf, "ab") as err:
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
+                             close_fds=True)
+    pid_file.write_text("%d\n" % p.pid)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(logf, "rb") as fh:
+            fh.seek(start)
+            if ready in fh.read():
+                return p.pid
+        if p.poll() is not None:
+            raise LabError("%s exited (rc=%s); %s ends with:\n%s" % (
+                what, p.returncode, logf, logf.read_text(errors="replace")[-2000:]))
+        time.sleep(0.05)
+    raise LabError("%s did not start within 10 s; see %s" % (what, logf))
+
+
 def cmd_serve_child(args):
     """Serve a folder over HTTP on the controller's lab address (inside dgxlab-ctl), read-only."""
     import functools
@@ -1252,14 +1273,27 @@ def serve_pid():
     return None
 
 
-def stop_serve():
-    pid = serve_pid()
+def stop_daemon(pid, pid_file):
+    """SIGTERM to a daemon that start_daemon() started (if PID), SIGKILL after 5 s; then drop its PID_FILE.
+
+    Its parent (the lab.py that started it) is gone, so init reaps it: wait for that too, so that no <defunct>
+    entry is left when `down` returns.
+    """
     if pid:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 5
         while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-    (LAB_DIR / "serve.pid").unlink(missing_ok=True)
+        if pid_alive(pid):
+            kill_all([pid])
+        deadline = time.monotonic() + 3
+        while os.path.exists("/proc/%d" % pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    pid_file.unlink(missing_ok=True)
+
+
+def stop_serve():
+    stop_daemon(serve_pid(), LAB_DIR / "serve.pid")
 
 
 def cmd_serve(args):
@@ -1271,24 +1305,8 @@ def cmd_serve(args):
     if CTL_NS not in netns_list():
         raise LabError("the lab is not up (no %s namespace): run `lab.py up N` first" % CTL_NS)
     stop_serve()
-    logf = LAB_DIR / "serve.log"
-    start = logf.stat().st_size if logf.exists() else 0
-    with open(logf, "ab") as fh:
-        p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_serve", str(folder)],
-                             stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, start_new_session=True, close_fds=True)
-    (LAB_DIR / "serve.pid").write_text("%d\n" % p.pid)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with open(logf, "rb") as fh:
-            fh.seek(start)
-            if b"serve: listening" in fh.read():
-                break
-        if p.poll() is not None:
-            raise LabError("the file server exited (rc=%s); %s ends with:\n%s" % (
-                p.returncode, logf, logf.read_text(errors="replace")[-2000:]))
-        time.sleep(0.05)
-    else:
-        raise LabError("the file server did not start within 10 s; see %s" % logf)
+    start_daemon([sys.executable, str(Path(__file__).resolve()), "_serve", str(folder)], LAB_DIR / "serve.pid",
+                 LAB_DIR / "serve.log", b"serve: listening", "the file server")
     log("serving %s to the machines" % folder)
     print("http://%s:%d/" % (CTL_IP, SERVE_PORT))
 
@@ -1334,41 +1352,15 @@ def ensure_registry():
     d = registry_dir()
     (d / "storage").mkdir(parents=True, exist_ok=True)
     (d / "config.yml").write_text(lab_registry.registry_config(registry_addr(), d / "storage"))
+    # Each start counts anew; appended to (O_APPEND), so that `registry-stats --reset` can empty it under the registry.
     (d / "access.log").write_bytes(b"")
-    errlog = d / "registry.log"
-    start = errlog.stat().st_size if errlog.exists() else 0
-    # Appending (O_APPEND): `registry-stats --reset` truncates the access log under the running registry.
-    with open(d / "access.log", "ab") as out, open(errlog, "ab") as err:
-        p = subprocess.Popen(["ip", "netns", "exec", CTL_NS, binary, "serve", str(d / "config.yml")],
-                             stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True, close_fds=True)
-    (d / "registry.pid").write_text("%d\n" % p.pid)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with open(errlog, "rb") as fh:
-            fh.seek(start)
-            if b"listening on" in fh.read():
-                return True
-        if p.poll() is not None:
-            raise LabError("docker-registry exited (rc=%s); %s ends with:\n%s" % (
-                p.returncode, errlog, errlog.read_text(errors="replace")[-2000:]))
-        time.sleep(0.05)
-    raise LabError("docker-registry did not listen on %s within 10 s; see %s" % (registry_addr(), errlog))
+    start_daemon(["ip", "netns", "exec", CTL_NS, binary, "serve", str(d / "config.yml")], d / "registry.pid",
+                 d / "registry.log", b"listening on", "docker-registry on %s" % registry_addr(), stdout=d / "access.log")
+    return True
 
 
 def stop_registry():
-    pid = registry_pid()
-    if pid:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if pid_alive(pid):
-            kill_all([pid])
-        # Its parent (the `up` that started it) is gone, so init reaps it: no <defunct> entry left when down returns.
-        deadline = time.monotonic() + 3
-        while os.path.exists("/proc/%d" % pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-    (registry_dir() / "registry.pid").unlink(missing_ok=True)
+    stop_daemon(registry_pid(), registry_dir() / "registry.pid")
 
 
 def push_images():
