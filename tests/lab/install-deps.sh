@@ -3,7 +3,7 @@
 # Idempotent: runs `apt-get update` and `apt-get install` only when a package is missing.
 set -euo pipefail
 
-packages=(systemd-container debootstrap iproute2 nftables openssh-client netcat-openbsd python3 python3-venv)
+packages=(systemd-container debootstrap iproute2 nftables openssh-client netcat-openbsd python3 python3-venv lxcfs)
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps.sh: run as root (apt-get install needs it)" >&2
