@@ -1332,12 +1332,13 @@ def plan_memory_reserve(gpu_infos, fraction, reserve_gib):
         worst = min(short, key=lambda h: (gib[h], h))
         fix = ('lower mem-fraction-static to %.2f or less' % highest if highest > 0
                else 'run SGLang on nodes with more than %s GiB of memory' % reserve_gib)
+        figures = (fraction, gib[worst], worst, gib[worst] * fraction, gib[worst] * (1 - fraction), RESERVE_VAR,
+                   reserve_gib)
         result['problems'].append(problem(
             'memory-reserve-short', FRACTION_VAR,
             '%s x %.1f GiB (%s) = %.1f GiB for SGLang\'s weights and KV cache leaves %.2f GiB, less than %s (%s GiB) '
             'for SGLang\'s activations, the OS and earlyoom\'s margin; a GB10 that runs out of its unified memory can '
-            'freeze until a hard reset' % (fraction, gib[worst], worst, gib[worst] * fraction, gib[worst] * (1 - fraction),
-                                          RESERVE_VAR, reserve_gib),
+            'freeze until a hard reset' % figures,
             '%s, or lower %s to %.1f (and give up that headroom)' % (
                 fix, RESERVE_VAR, math.floor(gib[worst] * (1 - fraction) * 10) / 10),
             hosts_text(short), short))

@@ -27,7 +27,7 @@ SUBNETS = ['192.168.100.0/24', '192.168.101.0/24']
 
 
 def node(mib=GB10_MIB, count=1):
-    return {'gpus': [{'memory_total_mib': mib} for _ in range(count)]}
+    return {'gpus': [{'memory_total_mib': mib}] * count}
 
 
 def sparks(n=2, **odd):
