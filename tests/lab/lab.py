@@ -15,7 +15,9 @@ namespace. See tests/lab/README.md.
     python3 tests/lab/lab.py reboot NODE               reboot a machine, wait until SSH answers again
     python3 tests/lab/lab.py rootfs                    build the rootfs cache only
     python3 tests/lab/lab.py torch                     build the torch virtualenv only
-    python3 tests/lab/lab.py image                     build the SGLang image tarball only (up builds it too)
+    python3 tests/lab/lab.py image                     build the SGLang image only (up builds it too)
+    python3 tests/lab/lab.py registry                  start the lab's registry and push the images (up does it too)
+    python3 tests/lab/lab.py registry-stats [--reset]  pulls counted by the registry, as JSON
     python3 tests/lab/lab.py serve DIR                 serve DIR over HTTP to the machines (until `down`)
 
 `up --driverless` makes machines without the stand-in nvidia-smi: hosts with no NVIDIA driver, for the
@@ -29,6 +31,12 @@ bind-mounts it read-only into every machine at the same path: the gloo all-reduc
 A machine that reboots (`systemctl reboot` inside it, Ansible's reboot module) comes back: a
 supervisor runs its nspawn again, on the same disk, with a network namespace made anew.
 `up --network-manager`: the management port belongs to the machine's own NetworkManager, as on DGX OS.
+`up --memory-max SIZE`: each machine gets a hard memory limit (a cgroup of its own) and sees it as its memory
+(/proc/meminfo from lxcfs, run by lab.py under the lab dir): memory-pressure tests that cannot touch the host.
+
+The lab's registry (Debian's docker-registry) runs in the controller namespace and stands in for Docker Hub: `up`
+pushes the lab's SGLang image into it under the pinned name, and the machines' Docker pulls it through its
+`registry-mirrors` (tests/lab/lab_registry.py; the README says how pulls are counted).
 
 Run as root; standard library only. State lives in $DGXSPARK_LAB_DIR (default
 /var/lib/dgxspark-lab), never in the checkout.
@@ -56,6 +64,9 @@ import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:   # lab.py's sibling modules, also when lab.py is loaded from its path (tests)
+    sys.path.insert(0, str(HERE))
+import lab_registry  # noqa: E402
 REPO = HERE.parent.parent
 DEFAULT_LAB_DIR = "/var/lib/dgxspark-lab"
 LAB_DIR = Path(os.environ.get("DGXSPARK_LAB_DIR") or DEFAULT_LAB_DIR)
@@ -82,10 +93,18 @@ CTL_NS = NS_PREFIX + "-ctl"
 CGROUP_NAME = "dgxspark-lab" + LAB_ID
 # cpuacct too: its cpuacct.usage counts every process a machine ever ran (benchmarks/scale.sh reads it).
 CGROUP_ROOTS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup/cpuacct")
-MGMT_NET = "172.31.%d" % (255 - int(LAB_ID or 0))  # exists only inside the lab's namespaces
+
+
+def mgmt_net(lab_id):
+    """The management subnet's first three octets (exists only inside the lab's namespaces)."""
+    return "172.31.%d" % (255 - int(lab_id or 0))
+
+
+MGMT_NET = mgmt_net(LAB_ID)
 CTL_IP = MGMT_NET + ".1"
 PROXY_PORT = 3142                # apt proxy for the machines, listening in dgxlab-ctl
 SERVE_PORT = 8080                # `lab.py serve DIR`: a folder over HTTP to the machines, in dgxlab-ctl
+REGISTRY_PORT = 5000             # the lab's registry (docker-registry), plain HTTP, in dgxlab-ctl
 MGMT_BRIDGE = "mgmt"
 MGMT_IF = "enP7s7"               # the Spark's 10 GbE management port name (FACTS.md)
 CX7_IFS = ("enp1s0f1np1", "enP2p1s0f1np1")
@@ -697,10 +716,11 @@ def prepare_node_network_manager(i):
 
 # --------------------------------------------------------------------------- the SGLang image (Docker in the machines)
 
-# The lab has no registry: the image that the container runtime runs (tagged exactly like the pinned SGLang image) is
-# a rootfs tarball made here from the lab rootfs's own files, imported into each machine's Docker when Docker starts.
-# It holds Debian's python3 (the interpreter the torch venv is built with) and little else: Docker in the machines uses
-# vfs, which copies the whole image at every container start. Torch and the stand-in stay out of it: the image's PATH
+# The image that the container runtime runs is made here from the lab rootfs's own files (a rootfs tarball, one gzip
+# layer), pushed into the lab's registry under the pinned name (Docker Hub's, as on a Spark) and pulled from there by
+# the machines' Docker through its registry mirror (see "the registry" below). It holds Debian's python3 (the
+# interpreter the torch venv is built with) and little else: Docker in the machines uses vfs, which copies the whole
+# image at every container start. Torch and the stand-in stay out of it: the image's PATH
 # and PYTHONPATH point at where the containers mount them read-only (the venv at its own path, the checkout at
 # STANDIN_MOUNT), so `python3 -m sglang.launch_server` in the image runs the venv's python with the stand-in.
 IMAGE_ROOTS = ("python3", "libstdc++6", "dash")   # the interpreter, torch's C++ runtime, /bin/sh
@@ -708,10 +728,12 @@ IMAGE_SKIP = ("/usr/share/doc/", "/usr/share/man/", "/usr/share/info/", "/usr/sh
               "/usr/share/bug/")
 IMAGE_SKIP_PARTS = ("/gconv/",)   # glibc's charset converters (iconv); Python brings its own codecs
 IMAGE_EXTRA = ("/etc/passwd", "/etc/group", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d")
-IMAGE_RECIPE = "1"
+IMAGE_RECIPE = "2"
 IMAGE_STANDIN_PATH = STANDIN_MOUNT + "/tests/lab/sglang_standin"
-IMAGE_LOADER = "/usr/local/sbin/dgxspark-lab-image-load"
-IMAGE_DROPIN = "/etc/systemd/system/docker.service.d/50-dgxspark-lab-image.conf"
+# A second tag of the same repository, for upgrade tests: the same layer plus one small layer with this file (it holds
+# the reference), so that its image ID differs.
+IMAGE_UPGRADE_SUFFIX = "-lab2"
+IMAGE_UPGRADE_FILE = "/etc/dgxspark-lab-image"
 # Docker's built-in `--gpus` driver (daemon/nvidia_linux.go) exists only when this hook is on dockerd's PATH at start.
 GPU_HOOK = "/usr/bin/nvidia-container-runtime-hook"
 
@@ -729,21 +751,27 @@ def image_tag():
     return m.group(1)
 
 
-def image_changes():
-    """`docker import --change` lines: the image's environment, pointing at the read-only mounts."""
+def image_references():
+    """What the lab's registry serves: the pinned image, and a second tag of it for upgrade tests."""
+    return [image_tag(), image_tag() + IMAGE_UPGRADE_SUFFIX]
+
+
+def image_settings():
+    """The image's container config: its environment points at the read-only mounts."""
     path = "%s/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" % torch_venv()
-    return ["ENV PATH=%s" % path, "ENV PYTHONPATH=%s" % IMAGE_STANDIN_PATH, "ENV PYTHONUNBUFFERED=1",
-            "WORKDIR /", 'CMD ["python3"]']
+    return {"Env": ["PATH=%s" % path, "PYTHONPATH=%s" % IMAGE_STANDIN_PATH, "PYTHONUNBUFFERED=1"],
+            "Cmd": ["python3"], "WorkingDir": "/"}
 
 
 def image_stamp():
-    return hashlib.sha256(json.dumps([IMAGE_RECIPE, IMAGE_ROOTS, IMAGE_SKIP, IMAGE_SKIP_PARTS, IMAGE_EXTRA, ROOTFS_STAMP, image_tag(),
-                                      image_changes()]).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps([IMAGE_RECIPE, IMAGE_ROOTS, IMAGE_SKIP, IMAGE_SKIP_PARTS, IMAGE_EXTRA, ROOTFS_STAMP,
+                                      image_references(), IMAGE_UPGRADE_FILE, image_settings()]).encode()).hexdigest()[:16]
 
 
 def image_ready():
-    stamp = image_dir() / "stamp"
-    return (image_dir() / "rootfs.tar").is_file() and stamp.is_file() and stamp.read_text().strip() == image_stamp()
+    d, stamp = image_dir(), image_dir() / "stamp"
+    return ((d / "rootfs.tar").is_file() and (d / "push.json").is_file() and stamp.is_file()
+            and stamp.read_text().strip() == image_stamp())
 
 
 def _dpkg_status(root):
@@ -863,29 +891,48 @@ def build_image(force=False):
             if name not in tar.getnames():
                 tar.addfile(info)
     tmp.rename(d / "rootfs.tar")
-    (d / "tag").write_text(image_tag() + "\n")
-    (d / "changes").write_text("".join(c + "\n" for c in image_changes()))
     (d / "packages").write_text("".join(p + "\n" for p in packages))
+    images = build_image_blobs(d, packages)
     (d / "stamp").write_text(image_stamp() + "\n")
-    log("image %s ready in %.1f s: %s, %.1f MB, %d packages (%s)" % (
+    log("image %s ready in %.1f s: %s, %.1f MB, %d packages (%s); %.1f MB compressed" % (
         image_tag(), time.monotonic() - t0, d / "rootfs.tar", (d / "rootfs.tar").stat().st_size / 1e6,
-        len(packages), " ".join(packages)))
+        len(packages), " ".join(packages), images[image_tag()]["size"] / 1e6))
     return True
 
 
-IMAGE_LOADER_SCRIPT = """\
-#!/bin/sh
-# tests/lab/lab.py: a lab accommodation, not part of a real Spark. The lab has no registry: when Docker starts
-# (ExecStartPost of {dropin}), this puts the lab's image into it from the tarball lab.py built (mounted read-only),
-# once per machine, so that the sglang_server role finds the pinned image and pulls nothing.
-set -e
-dir={dir}
-tag=$(cat "$dir/tag")
-docker image inspect "$tag" >/dev/null 2>&1 && exit 0
-set --
-while IFS= read -r change; do set -- "$@" --change "$change"; done < "$dir/changes"
-docker import "$@" "$dir/rootfs.tar" "$tag" >/dev/null
-"""
+def build_image_blobs(d, packages):
+    """The images of image_references() as a registry stores them, in D: gzip layers, configs, manifests.
+
+    D/push.json lists them (per reference: repository, tag, manifest and blob files, digests), for the push and for
+    <labdir>/registry/images.json. Returns that listing.
+    """
+    mtime = int((d / "rootfs.tar").stat().st_mtime)
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mtime))
+    base = dict(lab_registry.gzip_layer(d / "rootfs.tar", d / "layer-base.tar.gz"), path=str(d / "layer-base.tar.gz"))
+    base_line = "tests/lab/lab.py: %d packages of the lab rootfs: %s" % (len(packages), " ".join(IMAGE_ROOTS))
+    pinned, upgrade = image_references()
+    (d / "layer-upgrade.tar").write_bytes(lab_registry.file_layer_tar(
+        {IMAGE_UPGRADE_FILE: (upgrade + "\n").encode()}, mtime))
+    extra = dict(lab_registry.gzip_layer(d / "layer-upgrade.tar", d / "layer-upgrade.tar.gz"),
+                 path=str(d / "layer-upgrade.tar.gz"))
+    recipes = [(pinned, [base], [base_line]),
+               (upgrade, [base, extra], [base_line, "tests/lab/lab.py: %s names this tag" % IMAGE_UPGRADE_FILE])]
+    images = {}
+    for k, (ref, layers, history) in enumerate(recipes):
+        config = lab_registry.image_config(layers, image_settings(), created, history)
+        manifest = lab_registry.image_manifest(config, layers)
+        (d / ("config-%d.json" % k)).write_bytes(config)
+        (d / ("manifest-%d.json" % k)).write_bytes(manifest)
+        name, tag = lab_registry.split_reference(ref)
+        blobs = {lab_registry.digest_of(config): str(d / ("config-%d.json" % k))}
+        blobs.update((layer["digest"], layer["path"]) for layer in layers)
+        images[ref] = {"name": name, "tag": tag, "manifest": str(d / ("manifest-%d.json" % k)), "blobs": blobs,
+                       "manifest_digest": lab_registry.digest_of(manifest), "image_id": lab_registry.digest_of(config),
+                       "layers": [layer["digest"] for layer in layers],
+                       "size": len(config) + sum(layer["size"] for layer in layers)}
+    (d / "push.json").write_text(json.dumps({"images": images}, indent=1) + "\n")
+    return images
+
 
 GPU_HOOK_SCRIPT = """\
 #!/bin/sh
@@ -898,29 +945,10 @@ exit 0
 
 
 def prepare_node_docker(merged):
-    """The Docker pieces of a machine, inert until the container_runtime role installs Docker."""
-    loader = merged / IMAGE_LOADER.lstrip("/")
-    loader.parent.mkdir(parents=True, exist_ok=True)
-    loader.write_text(IMAGE_LOADER_SCRIPT.format(dir=image_dir(), dropin=IMAGE_DROPIN))
-    loader.chmod(0o755)
-    dropin = merged / IMAGE_DROPIN.lstrip("/")
-    dropin.parent.mkdir(parents=True, exist_ok=True)
-    dropin.write_text("# tests/lab/lab.py: import the lab's SGLang image (no registry in the lab)\n"
-                      "[Service]\nExecStartPost=%s\n" % IMAGE_LOADER)
+    """The Docker piece of a machine, inert until the container_runtime role installs Docker: the GPU hook stand-in."""
     hook = merged / GPU_HOOK.lstrip("/")
     hook.write_text(GPU_HOOK_SCRIPT)
     hook.chmod(0o755)
-
-
-def docker_nspawn_args():
-    """The image folder, read-only at its own path (the machines' loader imports it from there).
-
-    Not added: CAP_SYS_RESOURCE. The host itself runs without it, so no machine can have it: a container's hard limits
-    cannot be raised here (`docker run --ulimit memlock=-1` fails with `error setting rlimit type 8: operation not
-    permitted`; the machines' memlock hard limit is the host's 8 MiB), hence sglang_server_container_ulimits in the lab
-    inventory.
-    """
-    return ["--bind-ro=%s" % image_dir()]
 
 
 def cmd_image(args):
@@ -928,7 +956,7 @@ def cmd_image(args):
     build_rootfs()
     if not build_image(force=args.force):
         log("image is built and current: %s" % (image_dir() / "rootfs.tar"))
-    print(image_dir() / "rootfs.tar")
+    print(image_dir() / "push.json")
 
 
 # --------------------------------------------------------------------------- network
@@ -1206,6 +1234,27 @@ def ensure_proxy():
 
 # --------------------------------------------------------------------------- file server
 
+def start_daemon(argv, pid_file, logf, ready, what, stdout=None):
+    """Start ARGV detached (a session of its own), note its PID in PID_FILE, and wait up to 10 s until LOGF (its
+    stderr, appended to; stdout too unless STDOUT names another file) shows READY. LabError naming WHAT otherwise."""
+    start = logf.stat().st_size if logf.exists() else 0
+    with open(stdout or logf, "ab") as out, open(logf, "ab") as err:
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
+                             close_fds=True)
+    pid_file.write_text("%d\n" % p.pid)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(logf, "rb") as fh:
+            fh.seek(start)
+            if ready in fh.read():
+                return p.pid
+        if p.poll() is not None:
+            raise LabError("%s exited (rc=%s); %s ends with:\n%s" % (
+                what, p.returncode, logf, logf.read_text(errors="replace")[-2000:]))
+        time.sleep(0.05)
+    raise LabError("%s did not start within 10 s; see %s" % (what, logf))
+
+
 def cmd_serve_child(args):
     """Serve a folder over HTTP on the controller's lab address (inside dgxlab-ctl), read-only."""
     import functools
@@ -1226,14 +1275,27 @@ def serve_pid():
     return None
 
 
-def stop_serve():
-    pid = serve_pid()
+def stop_daemon(pid, pid_file):
+    """SIGTERM to a daemon that start_daemon() started (if PID), SIGKILL after 5 s; then drop its PID_FILE.
+
+    Its parent (the lab.py that started it) is gone, so init reaps it: wait for that too, so that no <defunct>
+    entry is left when `down` returns.
+    """
     if pid:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 5
         while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-    (LAB_DIR / "serve.pid").unlink(missing_ok=True)
+        if pid_alive(pid):
+            kill_all([pid])
+        deadline = time.monotonic() + 3
+        while os.path.exists("/proc/%d" % pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    pid_file.unlink(missing_ok=True)
+
+
+def stop_serve():
+    stop_daemon(serve_pid(), LAB_DIR / "serve.pid")
 
 
 def cmd_serve(args):
@@ -1245,26 +1307,151 @@ def cmd_serve(args):
     if CTL_NS not in netns_list():
         raise LabError("the lab is not up (no %s namespace): run `lab.py up N` first" % CTL_NS)
     stop_serve()
-    logf = LAB_DIR / "serve.log"
-    start = logf.stat().st_size if logf.exists() else 0
-    with open(logf, "ab") as fh:
-        p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_serve", str(folder)],
-                             stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, start_new_session=True, close_fds=True)
-    (LAB_DIR / "serve.pid").write_text("%d\n" % p.pid)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with open(logf, "rb") as fh:
-            fh.seek(start)
-            if b"serve: listening" in fh.read():
-                break
-        if p.poll() is not None:
-            raise LabError("the file server exited (rc=%s); %s ends with:\n%s" % (
-                p.returncode, logf, logf.read_text(errors="replace")[-2000:]))
-        time.sleep(0.05)
-    else:
-        raise LabError("the file server did not start within 10 s; see %s" % logf)
+    start_daemon([sys.executable, str(Path(__file__).resolve()), "_serve", str(folder)], LAB_DIR / "serve.pid",
+                 LAB_DIR / "serve.log", b"serve: listening", "the file server")
     log("serving %s to the machines" % folder)
     print("http://%s:%d/" % (CTL_IP, SERVE_PORT))
+
+
+# --------------------------------------------------------------------------- the registry
+
+# The lab's Docker Hub: Debian's docker-registry (the CNCF distribution registry) on the controller's lab address, in
+# dgxlab-ctl, with its storage under <labdir>/registry/storage (kept across `down`, like the rootfs cache: a second
+# `up` pushes nothing). The machines' Docker asks it first for every docker.io name (`registry-mirrors` plus
+# `insecure-registries` in daemon.json: the lab inventory's container_runtime_daemon_options), so `docker pull
+# lmsysorg/sglang:<tag>` there goes through it, as a Spark's goes to Docker Hub. No DNS in the lab: a name it lacks
+# fails, as it would on a Spark without internet. Its access log (stdout) is where pulls are counted; each start of
+# the registry begins it anew.
+
+def registry_dir():
+    return LAB_DIR / "registry"
+
+
+def registry_addr():
+    return "%s:%d" % (CTL_IP, REGISTRY_PORT)
+
+
+def registry_url():
+    return "http://" + registry_addr()
+
+
+def registry_pid():
+    pid = read_pid(registry_dir() / "registry.pid")
+    argv = proc_cmdline(pid) if pid and pid_alive(pid) else []
+    if argv and os.path.basename(argv[0]) == b"docker-registry" and str(registry_dir() / "config.yml").encode() in argv:
+        return pid
+    return None
+
+
+def ensure_registry():
+    """Start the registry in the controller namespace unless it runs (True when started)."""
+    if registry_pid():
+        return False
+    binary = shutil.which("docker-registry")
+    if not binary:
+        raise LabError("docker-registry is missing: the lab's registry is Debian's docker-registry package.\n"
+                       "Fix: run tests/lab/install-deps.sh")
+    d = registry_dir()
+    (d / "storage").mkdir(parents=True, exist_ok=True)
+    (d / "config.yml").write_text(lab_registry.registry_config(registry_addr(), d / "storage"))
+    # Each start counts anew; appended to (O_APPEND), so that `registry-stats --reset` can empty it under the registry.
+    (d / "access.log").write_bytes(b"")
+    start_daemon(["ip", "netns", "exec", CTL_NS, binary, "serve", str(d / "config.yml")], d / "registry.pid",
+                 d / "registry.log", b"listening on", "docker-registry on %s" % registry_addr(), stdout=d / "access.log")
+    return True
+
+
+def stop_registry():
+    stop_daemon(registry_pid(), registry_dir() / "registry.pid")
+
+
+def push_images():
+    """Push the lab's images (image_dir()/push.json) that the registry lacks; write <labdir>/registry/images.json.
+
+    The push runs inside dgxlab-ctl (`lab.py _registry_push`): the registry listens there only.
+    """
+    plan = image_dir() / "push.json"
+    res = run(["ip", "netns", "exec", CTL_NS, sys.executable, str(Path(__file__).resolve()), "_registry_push",
+               registry_url(), str(plan)], check=False)
+    if res.returncode != 0:
+        raise LabError("pushing the lab's images to %s failed (rc=%s):\n%s" % (
+            registry_url(), res.returncode, (res.stderr or res.stdout)[-3000:]))
+    done = json.loads(res.stdout.strip().splitlines()[-1])
+    images = json.loads(plan.read_text())["images"]
+    keep = ("manifest_digest", "image_id", "layers", "size")
+    listing = {"registry": registry_url(), "mirror_of": "docker.io",
+               "images": {ref: dict({k: images[ref][k] for k in keep},
+                                    repo_digest="%s@%s" % (ref.rpartition(":")[0], images[ref]["manifest_digest"]))
+                          for ref in images}}
+    (registry_dir() / "images.json").write_text(json.dumps(listing, indent=1) + "\n")
+    log("registry %s: %s" % (registry_url(), ", ".join("%s %s" % (ref, what) for ref, what in done.items())))
+    return done
+
+
+def cmd_registry_push_child(args):
+    """Inside dgxlab-ctl: wait for the registry's /v2/, push what it lacks, print {reference: pushed|present}."""
+    client = lab_registry.Registry(args.url)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.expect(200, "GET", "/v2/")
+            break
+        except lab_registry.RegistryError as exc:
+            if time.monotonic() > deadline:
+                raise LabError("the registry does not answer: %s" % exc) from exc
+            time.sleep(0.1)
+    images = json.loads(Path(args.plan).read_text())["images"]
+    try:
+        done = {ref: lab_registry.push(client, image) for ref, image in images.items()}
+    except lab_registry.RegistryError as exc:
+        raise LabError(str(exc)) from exc
+    print(json.dumps(done))
+
+
+def registry_images():
+    """images.json's images: {reference: {manifest_digest, image_id, repo_digest, layers, size}}; {} before a push."""
+    try:
+        return json.loads((registry_dir() / "images.json").read_text())["images"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def registry_stats():
+    """What the registry served the machines since it started (or since `registry-stats --reset`): pulls per reference
+    (one pull: one GET of the image's config blob, see tests/lab/lab_registry.py) and per machine, manifest requests,
+    blob GETs and bytes."""
+    try:
+        text = (registry_dir() / "access.log").read_text(errors="replace")
+    except FileNotFoundError:
+        text = ""
+    names = {node_ip(i): node_name(i) for i in range(1, MAX_NODES + 1)}
+    # The controller's own requests are the push's (lab.py), not the machines'.
+    return lab_registry.pull_stats(lab_registry.parse_access_log(text), registry_images(), names, ignore_clients=(CTL_IP,))
+
+
+def registry_stats_reset():
+    """Count from zero: empties the access log (the registry appends to it)."""
+    log_file = registry_dir() / "access.log"
+    if log_file.exists():
+        os.truncate(log_file, 0)
+
+
+def cmd_registry(_args):
+    """Start the registry unless it runs, push what it lacks; print the path of images.json."""
+    require_root()
+    if CTL_NS not in netns_list():
+        raise LabError("the lab is not up (no %s namespace): run `lab.py up N` first" % CTL_NS)
+    build_rootfs()
+    build_image()
+    ensure_registry()
+    push_images()
+    print(registry_dir() / "images.json")
+
+
+def cmd_registry_stats(args):
+    if args.reset:
+        registry_stats_reset()
+    print(json.dumps(registry_stats(), indent=1, sort_keys=True))
 
 
 # --------------------------------------------------------------------------- driverless machines
@@ -1284,6 +1471,165 @@ def driverless_mark(i, wanted):
         marker.write_text("no /usr/bin/nvidia-smi stand-in: a host with no NVIDIA driver installed\n")
     else:
         marker.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- memory-limited machines
+
+# `up --memory-max SIZE`: each machine runs in a memory cgroup of its own (cgroup v1's memory controller, nested under
+# the cgroup lab.py runs in) with that hard limit, and sees the limit as its memory: inside nspawn /proc/meminfo is the
+# host's, so lxcfs (Debian's package, run by lab.py under the lab dir) serves a meminfo computed from the reader's
+# memory cgroup, bind-mounted over the machine's /proc/meminfo. earlyoom, free and gpu_info then read the limit. A
+# memory hog in such a machine can never take the host's memory: past the limit the kernel's OOM killer acts inside
+# that cgroup only.
+MEMCG_ROOT = Path("/sys/fs/cgroup/memory")
+MEMCG_PARENT_FILE = "memory-cgroup-parent"
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
+MEMORY_MAX_MIN = 256 * 1024 ** 2   # below this a booted machine (systemd, journald, sshd) does not fit
+
+
+def parse_size(text):
+    """Bytes from ``1536M``, ``1.5G``, ``1GiB`` or a plain number of bytes (binary units)."""
+    m = _SIZE.match(str(text))
+    if not m:
+        raise LabError("--memory-max %r: not a size (write e.g. 1536M or 1.5G)" % (text,))
+    size = int(float(m.group(1)) * 1024 ** " KMGT".index((m.group(2) or " ").upper()))
+    if size < MEMORY_MAX_MIN:
+        raise LabError("--memory-max %s: below %d MiB, a machine does not boot in it" % (text, MEMORY_MAX_MIN // 1024 ** 2))
+    return size
+
+
+def memory_max(i):
+    """The machine's memory limit in bytes, or None (set by `up --memory-max`, kept in <node dir>/memory-max)."""
+    return read_pid(node_dir(i) / "memory-max")
+
+
+def set_memory_max(i, size):
+    marker = node_dir(i) / "memory-max"
+    if size:
+        node_dir(i).mkdir(parents=True, exist_ok=True)
+        marker.write_text("%d\n" % size)
+    else:
+        marker.unlink(missing_ok=True)
+
+
+def memcg_parent():
+    """The v1 memory cgroup the lab's ones nest in: recorded at the first `up --memory-max`, else lab.py's own."""
+    recorded = LAB_DIR / MEMCG_PARENT_FILE
+    if recorded.is_file():
+        return recorded.read_text().strip()
+    with open("/proc/self/cgroup") as fh:
+        for line in fh:
+            _num, controllers, path = line.rstrip("\n").split(":", 2)
+            if "memory" in controllers.split(","):
+                return path
+    return None
+
+
+def memcg_dirs(i=None):
+    """The lab's (or machine i's) v1 memory cgroup, where `up --memory-max` made one."""
+    recorded = LAB_DIR / MEMCG_PARENT_FILE
+    if not recorded.is_file():
+        return []
+    base = MEMCG_ROOT / recorded.read_text().strip().lstrip("/") / CGROUP_NAME
+    return [base if i is None else base / node_name(i)]
+
+
+def prepare_memcg(i):
+    """Machine i's memory cgroup with its limit (swap included, where the kernel accounts swap)."""
+    size = memory_max(i)
+    parent = memcg_parent()
+    if not (MEMCG_ROOT / "cgroup.procs").is_file() or parent is None:
+        raise LabError("--memory-max needs cgroup v1's memory controller at %s (this host has none)" % MEMCG_ROOT)
+    recorded = LAB_DIR / MEMCG_PARENT_FILE
+    if not recorded.is_file():
+        recorded.write_text(parent + "\n")
+    d = memcg_dirs(i)[0]
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "memory.limit_in_bytes").write_text("%d\n" % size)
+    if (d / "memory.memsw.limit_in_bytes").is_file():
+        (d / "memory.memsw.limit_in_bytes").write_text("%d\n" % size)
+    return d
+
+
+def memcg_oom_kills(i):
+    """How often the kernel's OOM killer acted in machine i's memory cgroup (None without one)."""
+    for d in memcg_dirs(i):
+        try:
+            text = (d / "memory.oom_control").read_text()
+        except OSError:
+            return None
+        found = re.search(r"^oom_kill (\d+)$", text, re.M)
+        return int(found.group(1)) if found else None
+    return None
+
+
+def lxcfs_dir():
+    return LAB_DIR / "lxcfs"
+
+
+def lxcfs_pid():
+    pid = read_pid(LAB_DIR / "lxcfs.pid")
+    if pid and pid_alive(pid) and any(b"lxcfs" in a for a in proc_cmdline(pid)[:1]):
+        return pid
+    return None
+
+
+def ensure_lxcfs():
+    """lxcfs on <labdir>/lxcfs (its own instance, not the package's), started once; `down` stops it."""
+    mount = lxcfs_dir()
+    if lxcfs_pid() and (mount / "proc/meminfo").is_file():
+        return
+    require_tools(["lxcfs"])
+    stop_lxcfs()
+    mount.mkdir(parents=True, exist_ok=True)
+    logf = open(LAB_DIR / "lxcfs.log", "ab")
+    # --disable-swap: the machines have no swap of their own (memsw limit = memory limit); lxcfs 5.0.3 computes
+    # SwapFree = 0 - (memsw usage - memory usage) there, which wraps around (18446744073709551360 kB, measured), and
+    # earlyoom 1.7 exits on it ("get_entry: strtol() failed: Numerical result out of range").
+    p = subprocess.Popen(["lxcfs", "--foreground", "--disable-swap", "--pidfile", str(LAB_DIR / "lxcfs.pid"), str(mount)],
+                         stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True, close_fds=True)
+    logf.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            raise LabError("lxcfs exited (rc=%s); %s ends with:\n%s" % (
+                p.returncode, LAB_DIR / "lxcfs.log", (LAB_DIR / "lxcfs.log").read_text(errors="replace")[-2000:]))
+        if is_mountpoint(mount) and (mount / "proc/meminfo").is_file():
+            return
+        time.sleep(0.05)
+    raise LabError("lxcfs did not mount %s within 10 s; see %s" % (mount, LAB_DIR / "lxcfs.log"))
+
+
+def stop_lxcfs():
+    """SIGTERM (lxcfs unmounts itself), then whatever mount is left is unmounted."""
+    pid = lxcfs_pid()
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if pid_alive(pid):
+            kill_all([pid])
+    (LAB_DIR / "lxcfs.pid").unlink(missing_ok=True)
+    if is_mountpoint(lxcfs_dir()):
+        if run(["umount", str(lxcfs_dir())], check=False).returncode != 0:
+            run(["umount", "-l", str(lxcfs_dir())], check=False)
+
+
+LXCFS_IN_NODE = "/usr/share/dgxspark-lab/lxcfs-proc"
+
+
+def memory_nspawn_args(i):
+    """The machine's own /proc/meminfo (lxcfs's view of its memory cgroup), read-only over the host's.
+
+    Two binds: nspawn makes a bind onto /proc inside the machine, after /proc is mounted there, and so resolves its
+    source inside the machine too (a host path fails: "Failed to stat ...: No such file or directory"). lxcfs's proc
+    folder is bound into the machine first, and /proc/meminfo from there.
+    """
+    if not memory_max(i):
+        return []
+    return ["--bind-ro=%s:%s" % (lxcfs_dir() / "proc", LXCFS_IN_NODE),
+            "--bind-ro=%s/meminfo:/proc/meminfo" % LXCFS_IN_NODE]
 
 
 # --------------------------------------------------------------------------- machines
@@ -1366,7 +1712,11 @@ def start_node(i, torch=False):
             "--system-call-filter=@keyring bpf", "--capability=CAP_SYS_ADMIN,CAP_BPF,CAP_NET_ADMIN",
             # The checkout, read-only: the lab's SGLang stand-in runs from tests/lab/sglang_standin
             # there, with SGLang's wheel from the torch venv.
-            "--bind-ro=%s:%s" % (REPO, STANDIN_MOUNT)] + docker_nspawn_args()
+            "--bind-ro=%s:%s" % (REPO, STANDIN_MOUNT)] + memory_nspawn_args(i)
+    # Not added: CAP_SYS_RESOURCE. The host itself runs without it, so no machine can have it: a container's hard
+    # limits cannot be raised here (`docker run --ulimit memlock=-1` fails with `error setting rlimit type 8: operation
+    # not permitted`; the machines' memlock hard limit is the host's 8 MiB), hence sglang_server_container_ulimits in
+    # the lab inventory.
     marker = node_dir(i) / "torch"
     if torch:
         # Read-only at the same path: the venv's absolute paths hold inside the machine too.
@@ -1464,7 +1814,7 @@ def stop_nodes(indices):
         if merged.exists() and not is_mountpoint(merged):
             for sub in ("upper", "work"):
                 shutil.rmtree(node_dir(i) / sub, ignore_errors=True)
-        for cg in cgroup_dirs(i):
+        for cg in cgroup_dirs(i) + memcg_dirs(i):
             rmdir_tree(cg)
         for f in ("nspawn.pid", "supervisor.pid", "boots"):
             (node_dir(i) / f).unlink(missing_ok=True)
@@ -1568,6 +1918,10 @@ def run_machine(i):
     argv = json.loads((node_dir(i) / "nspawn.json").read_text())
     env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
     cgdirs = cgroup_dirs(i)
+    if memory_max(i):
+        # Its limit holds for everything the machine runs: systemd inside cannot move a process out of it (the v1
+        # memory hierarchy is not mounted in the machine).
+        cgdirs = cgdirs + [prepare_memcg(i)]
     state = {"stopping": False, "child": None}
 
     def on_term(_sig, _frame):
@@ -1731,7 +2085,8 @@ def write_inventory(n, path):
     if path.resolve() != repo_inv.resolve():
         for f in (repo_inv / "group_vars").glob("*.yml"):
             (path / "group_vars" / f.name).write_text(
-                f.read_text().replace(DEFAULT_LAB_DIR, str(LAB_DIR)).replace("dgxlab-ctl", CTL_NS))
+                f.read_text().replace(DEFAULT_LAB_DIR, str(LAB_DIR)).replace("dgxlab-ctl", CTL_NS)
+                .replace("%s.1:%d" % (mgmt_net(""), REGISTRY_PORT), registry_addr()))
     return path
 
 
@@ -1769,6 +2124,7 @@ def cmd_up(args):
     network_manager = bool(getattr(args, "network_manager", False))
     if network_manager:
         build_nm_layer()
+    mem_max = parse_size(args.memory_max) if getattr(args, "memory_max", None) else None
     LAB_DIR.mkdir(parents=True, exist_ok=True)
     pubkey = ensure_key()
     extra = [i for i in known_nodes() if i > n]
@@ -1782,6 +2138,8 @@ def cmd_up(args):
         (LAB_DIR / "run-netns-mounted-by-lab").write_text("ip netns add mounts /run/netns\n")
     ensure_switch()
     ensure_proxy()
+    ensure_registry()
+    push_images()
     started = []
     for i in range(1, n + 1):
         if nspawn_pid(i) and torch and not (node_dir(i) / "torch").exists():
@@ -1795,6 +2153,9 @@ def cmd_up(args):
             log("%s runs %s the GPU stand-in: restarting it (pristine)" % (
                 node_name(i), "with" if driverless_wanted(args) else "without"))
             stop_nodes([i])
+        if nspawn_pid(i) and memory_max(i) != mem_max:
+            log("%s: restarting it (pristine) with memory limit %s" % (node_name(i), mem_max or "none"))
+            stop_nodes([i])
         if nspawn_pid(i):
             ensure_node_net(i)
             continue
@@ -1803,6 +2164,9 @@ def cmd_up(args):
         ensure_node_net(i)
         prepare_node(i, n, pubkey, driverless_wanted(args))
         driverless_mark(i, driverless_wanted(args))
+        set_memory_max(i, mem_max)
+        if mem_max:
+            ensure_lxcfs()
         if network_manager:
             prepare_node_network_manager(i)
         start_node(i, torch)
@@ -1825,11 +2189,13 @@ def cmd_down(args):
     t0 = time.monotonic()
     nodes = known_nodes()
     stop_nodes(nodes)
+    stop_lxcfs()
     pid = proxy_pid()
     if pid:
         os.kill(pid, signal.SIGTERM)
     (LAB_DIR / "proxy.pid").unlink(missing_ok=True)
     stop_serve()
+    stop_registry()
     for _round in range(50):
         pids = netns_pids(lab_netns()) | cgroup_pids(cgroup_dirs())
         if not pids:
@@ -1841,8 +2207,10 @@ def cmd_down(args):
     for mp in lab_mounts():
         if run(["umount", mp], check=False).returncode != 0:
             run(["umount", "-l", mp], check=False)
-    for cg in cgroup_dirs():
+    for cg in cgroup_dirs() + memcg_dirs():
         rmdir_tree(cg)
+    if not any(c.exists() for c in memcg_dirs()):
+        (LAB_DIR / MEMCG_PARENT_FILE).unlink(missing_ok=True)
     flag = LAB_DIR / "run-netns-mounted-by-lab"
     if flag.exists():
         if not any(Path("/run/netns").glob("*")) and is_mountpoint("/run/netns"):
@@ -1860,7 +2228,7 @@ def cmd_down(args):
         if lab_mounts():
             raise LabError("mounts remain under %s: %s" % (LAB_DIR, lab_mounts()))
         shutil.rmtree(LAB_DIR)
-    left = lab_netns() + lab_mounts() + [str(c) for c in cgroup_dirs() if c.exists()]
+    left = lab_netns() + lab_mounts() + [str(c) for c in cgroup_dirs() + memcg_dirs() if c.exists()]
     if left:
         raise LabError("down left these behind: %s" % ", ".join(left))
     log("down in %.1f s (%d machine(s))%s" % (time.monotonic() - t0, len(nodes), "; cache purged" if args.purge else ""))
@@ -1879,6 +2247,12 @@ def cmd_status(_args):
     print("management filter: %s" % mgmt)
     if serve_pid():
         print("serve: running (pid %d) on http://%s:%d/" % (serve_pid(), CTL_IP, SERVE_PORT))
+    if registry_pid():
+        pulls = registry_stats()["pulls"]
+        print("registry: running (pid %d) on %s; pulls: %s" % (registry_pid(), registry_url(), ", ".join(
+            "%s %d" % kv for kv in sorted(pulls.items())) or "none"))
+    else:
+        print("registry: not running")
     for i in nodes:
         addrs = ""
         if node_ns(i) in netns_list():
@@ -1887,6 +2261,8 @@ def cmd_status(_args):
         state = "running" if i in up else "stopped"
         if i in up and (node_dir(i) / "driverless").exists():
             addrs = "driverless; " + addrs
+        if i in up and memory_max(i):
+            addrs = "memory max %d MiB; %s" % (memory_max(i) // 1024 ** 2, addrs)
         ssh = "ssh ok" if i in up and i not in missing else "ssh down"
         print("%s  %-15s %-8s %-8s %s" % (node_name(i), node_ip(i), state, ssh, addrs))
 
@@ -1910,6 +2286,9 @@ def main(argv=None):
     p.add_argument("--driverless", action="store_true",
                    help="machines without the stand-in nvidia-smi: hosts with no NVIDIA driver installed "
                         "(running machines made otherwise are restarted, pristine)")
+    p.add_argument("--memory-max", metavar="SIZE", default=None,
+                   help="a hard memory limit per machine (e.g. 1536M), seen as its memory in /proc/meminfo (lxcfs); "
+                        "running machines made otherwise are restarted, pristine")
     p.add_argument("--inventory", type=Path, default=None,
                    help="folder to write hosts.yml + group_vars into (default: inventories/lab for N=2, "
                         "else $DGXSPARK_LAB_DIR/inventory-N)")
@@ -1925,9 +2304,18 @@ def main(argv=None):
     p = sub.add_parser("rootfs", help="build the rootfs cache only")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_rootfs)
-    p = sub.add_parser("image", help="build the lab's SGLang image tarball only (up builds it too)")
+    p = sub.add_parser("image", help="build the lab's SGLang image only (up builds it too)")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_image)
+    sub.add_parser("registry", help="start the lab's registry and push the lab's images into it (up does it too)"
+                   ).set_defaults(func=cmd_registry)
+    p = sub.add_parser("registry-stats", help="pulls and downloads counted by the lab's registry, as JSON")
+    p.add_argument("--reset", action="store_true", help="count from zero (empties the registry's access log)")
+    p.set_defaults(func=cmd_registry_stats)
+    p = sub.add_parser("_registry_push")
+    p.add_argument("url")
+    p.add_argument("plan")
+    p.set_defaults(func=cmd_registry_push_child)
     p = sub.add_parser("torch", help="build the torch venv only (see up --with-torch)")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_torch)
