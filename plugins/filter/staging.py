@@ -1,0 +1,41 @@
+# -*- coding: utf-8 -*-
+# Copyright: dgxspark.sglang contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Staging the model and the image: thin wrappers over ``plugins/module_utils/_staging.py``. The docs of each filter
+live beside this file in ``<filter>.yml``."""
+
+from __future__ import annotations
+
+from ansible_collections.dgxspark.sglang.plugins.filter.cluster import plain
+from ansible_collections.dgxspark.sglang.plugins.module_utils._staging import hub_request, render_record, transfers
+
+
+def staging_hub_request(plan, staging_results):
+    """Filter: the revision preflight asks the hub about, or '' when the model is pinned without it."""
+    plan = plain(plan)
+    group = next(iter(plan['groups'].values()))
+    infos = {name: (info if isinstance(info, dict) and not info.get('failed') else {})
+             for name, info in (plain(staging_results) or {}).items()}
+    return hub_request(group['model'], infos, group['model_refresh']) or ''
+
+
+def staging_record(model, image=None):
+    """Filter: the text of the pins record the staging role writes on every node."""
+    return render_record(plain(model), plain(image))
+
+
+def staging_transfers(plan, group, hosts):
+    """Filter: who downloads, pulls, serves and receives what (see _staging.transfers)."""
+    return transfers(plain(plan), group, list(plain(hosts)))
+
+
+class FilterModule:
+    """dgxspark.sglang staging."""
+
+    def filters(self):
+        return {
+            'staging_hub_request': staging_hub_request,
+            'staging_record': staging_record,
+            'staging_transfers': staging_transfers,
+        }
