@@ -8,7 +8,7 @@ live beside this file in ``<filter>.yml``."""
 from __future__ import annotations
 
 from ansible_collections.dgxspark.sglang.plugins.filter.cluster import plain
-from ansible_collections.dgxspark.sglang.plugins.module_utils._staging import hub_request, render_record, transfers
+from ansible_collections.dgxspark.sglang.plugins.module_utils._staging import hub_request, image_facts, render_record, transfers
 
 
 def staging_hub_request(plan, staging_results):
@@ -25,6 +25,11 @@ def staging_record(model, image=None):
     return render_record(plain(model), plain(image))
 
 
+def staging_image(inspect, requested, pinned_digest=None):
+    """Filter: the image's ID, digest and size, from docker image inspect's JSON on the source."""
+    return image_facts(plain(inspect), requested, pinned_digest)
+
+
 def staging_transfers(plan, group, hosts):
     """Filter: who downloads, pulls, serves and receives what (see _staging.transfers)."""
     return transfers(plain(plan), group, list(plain(hosts)))
@@ -36,6 +41,7 @@ class FilterModule:
     def filters(self):
         return {
             'staging_hub_request': staging_hub_request,
+            'staging_image': staging_image,
             'staging_record': staging_record,
             'staging_transfers': staging_transfers,
         }

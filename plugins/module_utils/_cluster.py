@@ -651,6 +651,13 @@ def _check_model(ctx):
         'served_name': served if isinstance(served, str) and served.strip() else path,
         'source_host': source,
         'size_gb': size,
+        # Pinned at stage probed (plugins/module_utils/_staging.py): from the nodes' record or the hub's answer.
+        'requested': None,
+        'commit': None,
+        'files': None,
+        'bytes': None,
+        'weights_bytes': None,
+        'pinned_by': None,
     }
 
 
@@ -950,6 +957,7 @@ def _assemble(ctx, order, interfaces, nets, addresses, model, gpus, tp, pp, dist
             'next': order[(rank + 1) % nnodes],
             'probe': None,
             'nccl_env': None,
+            'staging': None,
         }
     server_args = values['sglang_server_args'] or {}
     scheme = 'https' if 'ssl-certfile' in server_args or 'ssl_certfile' in server_args else 'http'
@@ -983,6 +991,7 @@ def _assemble(ctx, order, interfaces, nets, addresses, model, gpus, tp, pp, dist
         'container_ulimits': dict(values['sglang_server_container_ulimits']),
         'python': values['sglang_server_native_python'],
         'model': model,
+        'image_pin': None,
         'server_args': {k: v for k, v in server_args.items() if k not in TP_KEYS},
     }
     return {

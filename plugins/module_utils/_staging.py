@@ -351,7 +351,7 @@ def pin_model(model, infos, hub=None, refresh=False):
     manifest_from_hub when preflight asked the hub (hub_request), else None."""
     model = dict(model)
     model['requested'] = None if model['local'] else requested_revision(model)
-    model.update({'commit': None, 'files': None, 'bytes': None, 'pinned_by': None})
+    model.update({'commit': None, 'files': None, 'bytes': None, 'weights_bytes': None, 'pinned_by': None})
     if model['local']:
         return model, []
     rec = None if refresh else recorded_model(model, infos)
@@ -438,6 +438,20 @@ def image_pin(requested, infos, source):
     return pin
 
 
+def image_facts(inspect, requested, pinned_digest=None):
+    """The image as the record holds it, from ``docker image inspect --format '{{json .}}'`` on the source: its ID, its
+    size, and the digest of the requested repository (a digest reference, or the registry's digest of the tag)."""
+    data = json.loads(inspect) if isinstance(inspect, str) else inspect
+    if isinstance(data, list):
+        data = data[0]
+    repo = requested.split('@')[0]
+    if ':' in repo.rsplit('/', 1)[-1]:
+        repo = repo.rsplit(':', 1)[0]
+    names = (repo, 'docker.io/' + repo, 'docker.io/library/' + repo)
+    digest = next((d for d in data.get('RepoDigests') or [] if d.split('@')[0] in names), None)
+    return {'requested': requested, 'id': data['Id'], 'digest': digest or pinned_digest, 'bytes': data.get('Size')}
+
+
 def stage_model(plan_group, infos, hub=None, refresh=False, image_bytes_estimate=None):
     """The staging part of the probed plan for one group: the pinned model and image, what each node lacks, and the
     disk problems found before anything is stopped. Returns (model, image, per-node needs, problems)."""
@@ -447,17 +461,15 @@ def stage_model(plan_group, infos, hub=None, refresh=False, image_bytes_estimate
         problems += local_model_problems(model, infos)
         listing = ((infos.get(plan_group['head']) or {}).get('local') or {}).get('files') or {}
         model['bytes'] = sum(s for s in listing.values() if s > 0) or None
-        model['weights_bytes'] = weights_bytes([{'path': p, 'size': s} for p, s in listing.items()])
+        model['weights_bytes'] = weights_bytes([{'path': p, 'size': s} for p, s in listing.items()]) or None
     elif model['files'] is not None:
-        model['weights_bytes'] = weights_bytes(model['files'])
+        model['weights_bytes'] = weights_bytes(model['files']) or None
         for host in plan_group['hosts']:
             info = infos.get(host) or {}
             needs[host] = node_needs(model, info)
             problems += disk_problems(host, info.get('cache_free_bytes'), needs[host]['missing_bytes'],
                                       'the model %s' % model['path'], 'sglang_server_cache_dir',
                                       plan_group['cache_dir'])
-    else:
-        model['weights_bytes'] = None
     image = None
     if plan_group['runtime'] == 'container':
         image = image_pin(plan_group['image'], infos, model['source_host'])

@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -52,6 +53,7 @@ import tarfile
 import threading
 import time
 import urllib.parse
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -86,6 +88,10 @@ MGMT_NET = "172.31.%d" % (255 - int(LAB_ID or 0))  # exists only inside the lab'
 CTL_IP = MGMT_NET + ".1"
 PROXY_PORT = 3142                # apt proxy for the machines, listening in dgxlab-ctl
 SERVE_PORT = 8080                # `lab.py serve DIR`: a folder over HTTP to the machines, in dgxlab-ctl
+HUB_PORT = 8090                  # the Hugging Face hub stand-in (HF_ENDPOINT of the lab inventory), in dgxlab-ctl
+HUB_TOKEN = "hf_dgxspark_lab_token"   # grants the gated repository below (the lab's sglang_server_hf_token)
+HUB_GATED_REPO = "dgxspark-lab/tiny-qwen2-gated"
+DEFAULT_CTL_IP = "172.31.255.1"  # the controller's address in the committed lab inventory (lab id empty)
 MGMT_BRIDGE = "mgmt"
 MGMT_IF = "enP7s7"               # the Spark's 10 GbE management port name (FACTS.md)
 CX7_IFS = ("enp1s0f1np1", "enP2p1s0f1np1")
@@ -101,7 +107,8 @@ SSH_WAIT_S = 60
 # Makefile) so that the stand-in for launch_server runs SGLang's own parser, address rule and message queue.
 # Pins come from the requirement files, their one home: these packages of requirements-dev.txt (installed with their
 # dependencies), then requirements-sglang.txt with --no-deps.
-DEV_PINS_FOR_SGLANG = ("torch", "numpy", "pillow", "pydantic", "attrs", "Pygments")
+# huggingface_hub: the client SGLang loads a hub model with (and the staging role downloads with), offline in the units.
+DEV_PINS_FOR_SGLANG = ("torch", "numpy", "pillow", "pydantic", "attrs", "Pygments", "huggingface_hub")
 SGLANG_REQUIREMENTS = REPO / "requirements-sglang.txt"
 TORCH_PYTHON = "/usr/bin/python3"
 TORCH_STAMP_NAME = ".dgxspark-lab-stamp"
@@ -1219,21 +1226,46 @@ def cmd_serve_child(args):
     srv.serve_forever()
 
 
-def serve_pid():
-    pid = read_pid(LAB_DIR / "serve.pid")
-    if pid and pid_alive(pid) and b"_serve" in proc_cmdline(pid):
+def child_pid(kind):
+    """The pid of the lab's `_<kind>` server process (serve, hub), or None."""
+    pid = read_pid(LAB_DIR / ("%s.pid" % kind))
+    if pid and pid_alive(pid) and ("_%s" % kind).encode() in proc_cmdline(pid):
         return pid
     return None
 
 
-def stop_serve():
-    pid = serve_pid()
+def stop_child(kind):
+    pid = child_pid(kind)
     if pid:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 5
         while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-    (LAB_DIR / "serve.pid").unlink(missing_ok=True)
+    (LAB_DIR / ("%s.pid" % kind)).unlink(missing_ok=True)
+
+
+def start_child(kind, args, marker):
+    """(Re)start `lab.py _<kind> ARGS` in its own session, logging to <labdir>/<kind>.log; wait for MARKER there."""
+    if CTL_NS not in netns_list():
+        raise LabError("the lab is not up (no %s namespace): run `lab.py up N` first" % CTL_NS)
+    stop_child(kind)
+    logf = LAB_DIR / ("%s.log" % kind)
+    start = logf.stat().st_size if logf.exists() else 0
+    with open(logf, "ab") as fh:
+        p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_" + kind] + list(args),
+                             stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, start_new_session=True, close_fds=True)
+    (LAB_DIR / ("%s.pid" % kind)).write_text("%d\n" % p.pid)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(logf, "rb") as fh:
+            fh.seek(start)
+            if marker.encode() in fh.read():
+                return
+        if p.poll() is not None:
+            raise LabError("the %s server exited (rc=%s); %s ends with:\n%s" % (
+                kind, p.returncode, logf, logf.read_text(errors="replace")[-2000:]))
+        time.sleep(0.05)
+    raise LabError("the %s server did not start within 10 s; see %s" % (kind, logf))
 
 
 def cmd_serve(args):
@@ -1242,29 +1274,69 @@ def cmd_serve(args):
     folder = Path(args.directory).resolve()
     if not folder.is_dir():
         raise LabError("%s is not a folder" % folder)
-    if CTL_NS not in netns_list():
-        raise LabError("the lab is not up (no %s namespace): run `lab.py up N` first" % CTL_NS)
-    stop_serve()
-    logf = LAB_DIR / "serve.log"
-    start = logf.stat().st_size if logf.exists() else 0
-    with open(logf, "ab") as fh:
-        p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_serve", str(folder)],
-                             stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, start_new_session=True, close_fds=True)
-    (LAB_DIR / "serve.pid").write_text("%d\n" % p.pid)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with open(logf, "rb") as fh:
-            fh.seek(start)
-            if b"serve: listening" in fh.read():
-                break
-        if p.poll() is not None:
-            raise LabError("the file server exited (rc=%s); %s ends with:\n%s" % (
-                p.returncode, logf, logf.read_text(errors="replace")[-2000:]))
-        time.sleep(0.05)
-    else:
-        raise LabError("the file server did not start within 10 s; see %s" % logf)
+    start_child("serve", [str(folder)], "serve: listening")
     log("serving %s to the machines" % folder)
     print("http://%s:%d/" % (CTL_IP, SERVE_PORT))
+
+
+# --------------------------------------------------------------------------- the hub stand-in
+
+def hub_root():
+    return LAB_DIR / "hub"
+
+
+def _hub_module(name):
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / (name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cmd_hub_child(_args):
+    """The Hugging Face hub stand-in (tests/lab/hub_standin.py) on the controller's lab address, in dgxlab-ctl."""
+    setns("/run/netns/%s" % CTL_NS)
+    server = _hub_module("hub_standin").make_server(hub_root(), host=CTL_IP, port=HUB_PORT, token=HUB_TOKEN)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    sys.stderr.write("hub: listening on %s in %s: %s\n" % (server.endpoint, CTL_NS, hub_root()))
+    sys.stderr.flush()
+    server.serve_forever()
+
+
+def ensure_hub():
+    """The hub stand-in, serving the lab's model (hub_model.py; a gated copy under HUB_GATED_REPO), started once."""
+    hub_model = _hub_module("hub_model")
+    for repo, seed in ((hub_model.REPO_ID, 0), (HUB_GATED_REPO, 1)):
+        if not (hub_root() / repo / "config.json").is_file():
+            hub_model.write_model(hub_root() / repo, seed=seed)
+    (hub_root() / HUB_GATED_REPO / _hub_module("hub_standin").GATED_MARKER).write_text("")
+    if not child_pid("hub"):
+        start_child("hub", [], "hub: listening")
+
+
+def hub_request(path, method="GET"):
+    """A request to the hub stand-in from inside dgxlab-ctl (a thread of this process that enters it)."""
+    result = {}
+
+    def call():
+        setns("/run/netns/%s" % CTL_NS)
+        req = urllib.request.Request("http://%s:%d%s" % (CTL_IP, HUB_PORT, path), method=method)
+        with urllib.request.urlopen(req, timeout=10) as answer:
+            result["data"] = json.load(answer)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    worker.join()
+    if "data" not in result:
+        raise LabError("the hub stand-in did not answer %s (is the lab up?)" % path)
+    return result["data"]
+
+
+def cmd_hub_stats(args):
+    """Print what the hub stand-in served (JSON: total_bytes, per file, requests); --reset then zeroes it."""
+    require_root()
+    print(json.dumps(hub_request("/_stats"), indent=1, sort_keys=True))
+    if args.reset:
+        hub_request("/_stats/reset", "POST")
 
 
 # --------------------------------------------------------------------------- driverless machines
@@ -1731,7 +1803,8 @@ def write_inventory(n, path):
     if path.resolve() != repo_inv.resolve():
         for f in (repo_inv / "group_vars").glob("*.yml"):
             (path / "group_vars" / f.name).write_text(
-                f.read_text().replace(DEFAULT_LAB_DIR, str(LAB_DIR)).replace("dgxlab-ctl", CTL_NS))
+                f.read_text().replace(DEFAULT_LAB_DIR, str(LAB_DIR)).replace("dgxlab-ctl", CTL_NS)
+                .replace("//%s:" % DEFAULT_CTL_IP, "//%s:" % CTL_IP))
     return path
 
 
@@ -1782,6 +1855,7 @@ def cmd_up(args):
         (LAB_DIR / "run-netns-mounted-by-lab").write_text("ip netns add mounts /run/netns\n")
     ensure_switch()
     ensure_proxy()
+    ensure_hub()
     started = []
     for i in range(1, n + 1):
         if nspawn_pid(i) and torch and not (node_dir(i) / "torch").exists():
@@ -1829,7 +1903,8 @@ def cmd_down(args):
     if pid:
         os.kill(pid, signal.SIGTERM)
     (LAB_DIR / "proxy.pid").unlink(missing_ok=True)
-    stop_serve()
+    stop_child("serve")
+    stop_child("hub")
     for _round in range(50):
         pids = netns_pids(lab_netns()) | cgroup_pids(cgroup_dirs())
         if not pids:
@@ -1877,8 +1952,10 @@ def cmd_status(_args):
     drops = mgmt_filter_drops() if SW_NS in netns_list() else None
     mgmt = "not loaded" if drops is None else "only SSH between machines (%d frames dropped)" % drops
     print("management filter: %s" % mgmt)
-    if serve_pid():
-        print("serve: running (pid %d) on http://%s:%d/" % (serve_pid(), CTL_IP, SERVE_PORT))
+    if child_pid("serve"):
+        print("serve: running (pid %d) on http://%s:%d/" % (child_pid("serve"), CTL_IP, SERVE_PORT))
+    if child_pid("hub"):
+        print("hub: the Hugging Face hub stand-in (pid %d) on http://%s:%d/" % (child_pid("hub"), CTL_IP, HUB_PORT))
     for i in nodes:
         addrs = ""
         if node_ns(i) in netns_list():
@@ -1940,6 +2017,10 @@ def main(argv=None):
     p = sub.add_parser("_serve")
     p.add_argument("directory")
     p.set_defaults(func=cmd_serve_child)
+    p = sub.add_parser("hub-stats", help="print the bytes the hub stand-in served, as JSON")
+    p.add_argument("--reset", action="store_true", help="then zero the counters")
+    p.set_defaults(func=cmd_hub_stats)
+    sub.add_parser("_hub").set_defaults(func=cmd_hub_child)
     sub.add_parser("_proxy").set_defaults(func=cmd_proxy)
     p = sub.add_parser("_supervise")
     p.add_argument("index", type=int)

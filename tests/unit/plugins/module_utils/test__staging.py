@@ -20,6 +20,7 @@ import urllib.request
 import pytest
 
 from ansible_collections.dgxspark.sglang.plugins.module_utils import _staging as st
+from ansible_collections.dgxspark.sglang.plugins.module_utils._cluster import check_description, plan_cluster
 from ansible_collections.dgxspark.sglang.plugins.module_utils._problems import codes
 
 ROOT = pathlib.Path(__file__).resolve().parents[4]
@@ -339,3 +340,48 @@ def test_a_corrupted_blob_is_found_by_verify(source, tmp_path):
     assert st.write_links(str(copy), REPO, commit, files) == []
     assert st.missing_files(files, st.scan_repo(str(copy), REPO), commit) == []   # sizes and links look right ...
     assert st.verify_blobs(str(copy), REPO, files) == ['model.safetensors']        # ... the content does not
+
+
+# ---- the inputs: checked before any host is touched ------------------------------------------------------------------
+
+def describe(**values):
+    hosts = [{'name': 'spark-%02d' % i, 'vars': dict(values, ansible_host='10.0.0.%d' % (10 + i),
+                                                       sglang_server_model=REPO,
+                                                       spark_cx7_subnets=['192.168.100.0/24', '192.168.101.0/24'])}
+             for i in (1, 2)]
+    return {'cluster': 'spark', 'hosts': hosts, 'gpus_per_node': 1}
+
+
+@pytest.mark.parametrize('var, value, code', [
+    ('spark_hf_endpoint', 'huggingface.co', 'url-invalid'),
+    ('spark_https_proxy', 'proxy:3128', 'url-invalid'),
+    ('spark_no_proxy', {'a': 1}, 'no-proxy-invalid'),
+    ('sglang_server_model_refresh', 'yes', 'refresh-invalid'),
+    ('sglang_server_image_size_gb', 0, 'image-size-invalid'),
+    ('sglang_server_cache_dir', 'hf', 'path-invalid'),
+])
+def test_bad_staging_inputs_are_refused_naming_the_variable(var, value, code):
+    problems, plan = check_description(describe(**{var: value}))
+    assert plan is None and [(p['code'], p['variable']) for p in problems] == [(code, var)]
+    assert problems[0]['fix']
+
+
+def test_proxies_reach_the_plan_and_never_cover_the_cx7_link():
+    plan = plan_cluster(describe(spark_https_proxy='http://proxy.example.com:3128', spark_no_proxy='.corp, 10.0.0.0/8'))
+    env = plan['proxy_env']
+    assert env['https_proxy'] == env['HTTPS_PROXY'] == 'http://proxy.example.com:3128' and 'http_proxy' not in env
+    assert env['no_proxy'] == 'localhost,127.0.0.1,192.168.100.0/24,192.168.101.0/24,.corp,10.0.0.0/8'
+    assert plan_cluster(describe())['proxy_env'] == {}
+    group = plan['groups']['spark']
+    assert group['record'] == '/etc/sglang/pins.json' and group['cache_dir'] == '/var/lib/sglang/huggingface'
+
+
+def test_image_facts_take_the_requested_repositorys_digest():
+    inspect = json.dumps([{'Id': 'sha256:' + 'a' * 64, 'Size': 123,
+                           'RepoDigests': ['other/x@sha256:' + 'b' * 64, 'lmsysorg/sglang@sha256:' + 'c' * 64]}])
+    facts = st.image_facts(inspect, 'lmsysorg/sglang:v0.5.23-cu130')
+    assert facts == {'requested': 'lmsysorg/sglang:v0.5.23-cu130', 'id': 'sha256:' + 'a' * 64,
+                     'digest': 'lmsysorg/sglang@sha256:' + 'c' * 64, 'bytes': 123}
+    # A loaded image has no RepoDigests: the pinned digest stays.
+    loaded = json.dumps({'Id': 'sha256:' + 'a' * 64, 'Size': 1, 'RepoDigests': []})
+    assert st.image_facts(loaded, 'registry:5000/lmsysorg/sglang:v1', 'pinned')['digest'] == 'pinned'
