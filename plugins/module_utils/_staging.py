@@ -198,10 +198,12 @@ def read_record(path):
 
 
 def render_record(model=None, image=None):
-    """The text of the record: the model's requested revision, commit and files; the image's reference and ID."""
+    """The text of the record: the plan's pinned model (a Hugging Face id's requested revision, commit and files) and
+    the staged image (its reference, ID, digest and size)."""
     record = {'schema': RECORD_SCHEMA}
-    if model:
-        record['model'] = {k: model[k] for k in ('repo_id', 'requested', 'commit', 'files')}
+    if model and not model.get('local') and model.get('commit'):
+        record['model'] = {'repo_id': model['path'], 'requested': model['requested'], 'commit': model['commit'],
+                           'files': model['files']}
     if image:
         record['image'] = {k: image.get(k) for k in ('requested', 'id', 'digest', 'bytes')}
     return json.dumps(record, indent=1, sort_keys=True) + '\n'
@@ -487,9 +489,10 @@ def stage_model(plan_group, infos, hub=None, refresh=False, image_bytes_estimate
 
 
 def transfers(plan, group_name, hosts):
-    """Who does what in the staging role, from the probed plan: ``source``; ``download`` (the source lacks model files)
-    and ``pull`` (it lacks the image); ``model_to`` and ``image_to`` (the other nodes among ``hosts`` that lack them);
-    ``serve`` (whether the source must serve anything); and the bytes involved, for the report."""
+    """Who does what with the model in the staging role, from the probed plan: ``source``; ``download`` (the source
+    lacks model files); ``model_to`` (the other nodes among ``hosts`` that lack some); ``others`` (the other nodes among
+    ``hosts``); and the bytes involved, for the report. Whether a node holds the image is looked up live by the role:
+    only the source's image ID, known once it pulled, says which image counts."""
     group = plan['groups'][group_name]
     model = group['model']
     source = model['source_host']
@@ -501,10 +504,9 @@ def transfers(plan, group_name, hosts):
         'source': source,
         'download': hub and bool(need[source].get('missing')),
         'download_bytes': need[source].get('missing_bytes', 0) if hub else 0,
-        'pull': container and bool(need[source].get('image')),
         'model_to': [h for h in others if hub and need[h].get('missing')],
-        'image_to': [h for h in others if container and need[h].get('image')],
+        'others': others,
+        'container': container,
     }
     out['copy_bytes'] = sum(need[h].get('missing_bytes', 0) for h in out['model_to'])
-    out['serve'] = bool(out['model_to'] or out['image_to'])
     return out

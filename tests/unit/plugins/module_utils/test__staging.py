@@ -156,7 +156,8 @@ def test_read_hub_names_an_unreachable_hub():
 # ---- pins: the record wins over the hub, unless refreshed ---------------------------------------------------------
 
 def record(commit, files, requested='main', repo=REPO, image=None):
-    text = st.render_record({'repo_id': repo, 'requested': requested, 'commit': commit, 'files': files}, image)
+    text = st.render_record({'path': repo, 'local': False, 'requested': requested, 'commit': commit, 'files': files},
+                            image)
     return json.loads(text)
 
 
@@ -220,9 +221,9 @@ def test_the_image_pin_and_who_receives_what(source):
     plan = {'groups': {'g': dict(group(runtime='container'), model=pinned)},
             'nodes': {h: {'staging': needs[h]} for h in 'abc'}}
     moves = st.transfers(plan, 'g', ['a', 'b', 'c'])
-    assert moves['source'] == 'a' and not moves['pull'] and moves['image_to'] == ['b', 'c'] and moves['serve']
+    assert moves['source'] == 'a' and moves['others'] == ['b', 'c'] and moves['container']
     assert moves['model_to'] == ['b', 'c'] and moves['download']
-    assert st.transfers(plan, 'g', ['a', 'b'])['image_to'] == ['b']
+    assert st.transfers(plan, 'g', ['a', 'b'])['model_to'] == ['b']
 
 
 def test_a_model_folder_must_be_the_same_on_every_node(tmp_path):
