@@ -30,6 +30,19 @@ def staging_image(inspect, requested, pinned_digest=None):
     return image_facts(plain(inspect), requested, pinned_digest)
 
 
+def staging_copy_line(pair, what):
+    """Filter: one line of the staging report from (a registered staging_fetch result, the host)."""
+    result, host = plain(pair)
+    result = result or {}
+    if result.get('skipped') or not result.get('fetched'):
+        return '%s: no %s to copy' % (host, what)
+    got, secs = result.get('transferred_bytes', 0), result.get('seconds') or 0
+    if not got:
+        return '%s: would copy %d %s' % (host, len(result['fetched']), what)
+    rate = ', %.0f MB/s' % (got / secs / 1e6) if secs else ''
+    return '%s: %s copied over CX7, %.3f GB in %.2f s%s' % (host, what, got / 1e9, secs, rate)
+
+
 def staging_transfers(plan, group, hosts):
     """Filter: who downloads, pulls, serves and receives what (see _staging.transfers)."""
     return transfers(plain(plan), group, list(plain(hosts)))
@@ -41,6 +54,7 @@ class FilterModule:
     def filters(self):
         return {
             'staging_hub_request': staging_hub_request,
+            'staging_copy_line': staging_copy_line,
             'staging_image': staging_image,
             'staging_record': staging_record,
             'staging_transfers': staging_transfers,
