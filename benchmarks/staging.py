@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """How much the staging role moves, from where, and how fast: site.yml on a lab of N machines, twice.
 
     sudo .venv/bin/python benchmarks/staging.py [--nodes 2 4] [--size-mb 1024] [--lab-id 2]

@@ -487,7 +487,6 @@ def stage_model(plan_group, infos, hub=None, refresh=False, image_bytes_estimate
     return model, image, needs, problems
 
 
-
 def transfers(plan, group_name, hosts):
     """Who does what with the model in the staging role, from the probed plan: ``source``; ``download`` (the source
     lacks model files); ``model_to`` (the other nodes among ``hosts`` that lack some); ``others`` (the other nodes among

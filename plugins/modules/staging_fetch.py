@@ -98,7 +98,7 @@ seconds:
 """
 
 import os
-import subprocess
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -188,27 +188,38 @@ def pull_image(module, p):
     if module.check_mode:
         return result
     started = time.monotonic()
-    load = subprocess.Popen([docker, 'load', '--quiet'], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    try:
-        with OPENER.open('%s/image/%s' % (p['url'], p['image_id']), timeout=p['timeout']) as answer:
-            for chunk in iter(lambda: answer.read(CHUNK), b''):
-                load.stdin.write(chunk)
-                result['transferred_bytes'] += len(chunk)
-    except OSError as exc:
-        load.kill()
-        load.wait()
-        module.fail_json(msg='staging_fetch: the image %s did not arrive from %s: %s' % (p['image_id'], p['url'], exc),
-                         **result)
-    out, err = load.communicate()
+    # Streamed, never stored: the HTTP body goes through a named pipe that `docker load` reads (an image is tens of GB).
+    fifo = os.path.join(module.tmpdir, 'image.tar')
+    os.mkfifo(fifo, 0o600)
+    state = {'error': None}
+
+    def feed():
+        try:
+            with open(fifo, 'wb') as pipe:  # blocks until docker load opens it
+                with OPENER.open('%s/image/%s' % (p['url'], p['image_id']), timeout=p['timeout']) as answer:
+                    for chunk in iter(lambda: answer.read(CHUNK), b''):
+                        pipe.write(chunk)
+                        result['transferred_bytes'] += len(chunk)
+        except OSError as exc:
+            state['error'] = exc
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    rc, out, err = module.run_command([docker, 'load', '--quiet', '--input', fifo])
+    if writer.is_alive():  # docker load never opened the pipe: let the writer's open return, and fail
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+    writer.join(30)
     result['seconds'] = round(time.monotonic() - started, 3)
-    if load.returncode != 0:
-        module.fail_json(msg='staging_fetch: docker load failed (rc=%d): %s' % (load.returncode, (err or out).decode(
-            errors='replace').strip()[-1000:]), **result)
+    if state['error'] is not None:
+        module.fail_json(msg='staging_fetch: the image %s did not arrive from %s: %s' % (p['image_id'], p['url'],
+                                                                                         state['error']), **result)
+    if rc != 0:
+        module.fail_json(msg='staging_fetch: docker load failed (rc=%d): %s' % (rc, (err or out).strip()[-1000:]),
+                         **result)
     found = module.run_command([docker, 'image', 'inspect', '--format', '{{.Id}}', p['image_id']])
     if found[0] != 0 or found[1].strip() != p['image_id']:
         module.fail_json(msg='staging_fetch: after docker load, this node has no image %s (docker load said: %s)'
-                         % (p['image_id'], out.decode(errors='replace').strip()), **result)
+                         % (p['image_id'], out.strip()), **result)
     return result
 
 

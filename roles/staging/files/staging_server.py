@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # -*- coding: utf-8 -*-
 # Copyright: dgxspark.sglang contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -83,8 +82,8 @@ def main(argv=None):
     server.daemon_threads = True
     server.blobs = args.blobs
     server.image_id = args.image_id
-    sys.stdout.write('staging server on %s:%d: %s%s\n' % (args.bind, args.port, args.blobs,
-                                                           ' and image ' + args.image_id if args.image_id else ''))
+    image = ' and image ' + args.image_id if args.image_id else ''
+    sys.stdout.write('staging server on %s:%d: %s%s\n' % (args.bind, args.port, args.blobs, image))
     sys.stdout.flush()
     server.serve_forever()
 

@@ -321,8 +321,8 @@ def test_staging_fetch_refuses_a_file_that_does_not_earn_its_checksum(server, so
     assert result['failed'] and 'config.json' in result['msg'] and 'tried twice' in result['msg']
     # Nothing half-written stays behind: no blob, no link to it.
     scan = st.scan_repo(str(tmp_path / 'd'), REPO)
-    assert not any(name.endswith('.incomplete') for name in os.listdir(os.path.join(st.repo_dir(str(tmp_path / 'd'),
-                                                                                                 REPO), 'blobs')))
+    blobs = os.path.join(st.repo_dir(str(tmp_path / 'd'), REPO), 'blobs')
+    assert not any(name.endswith('.incomplete') for name in os.listdir(blobs))
     assert scan['snapshots'] == {}
 
 
@@ -346,9 +346,9 @@ def test_a_corrupted_blob_is_found_by_verify(source, tmp_path):
 # ---- the inputs: checked before any host is touched ------------------------------------------------------------------
 
 def describe(**values):
-    hosts = [{'name': 'spark-%02d' % i, 'vars': dict(values, ansible_host='10.0.0.%d' % (10 + i),
-                                                       sglang_server_model=REPO,
-                                                       spark_cx7_subnets=['192.168.100.0/24', '192.168.101.0/24'])}
+    subnets = ['192.168.100.0/24', '192.168.101.0/24']
+    hosts = [{'name': 'spark-%02d' % i,
+              'vars': dict(values, ansible_host='10.0.0.%d' % (10 + i), sglang_server_model=REPO, spark_cx7_subnets=subnets)}
              for i in (1, 2)]
     return {'cluster': 'spark', 'hosts': hosts, 'gpus_per_node': 1}
 
