@@ -13,10 +13,16 @@ ssh_config entry, written for this run into a temporary folder and removed after
 one as ``--ansible-inventory``. ``--hosts`` still picks hosts; ``--ssh-config`` turns all this off.
 
 Any other ``--connection`` (testinfra's ``ansible`` backend included) is left alone.
+
+The lab's registry: the fixture ``lab`` is tests/lab/lab.py as a module (for the lab that ``DGXSPARK_LAB_ID`` /
+``DGXSPARK_LAB_DIR`` name), and the fixture ``registry_pulls`` the function ``registry_pulls(reference)``: how many
+pulls of it the registry served since it started (one pull: one GET of the image's config blob; tests/lab/README.md).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import re
 import shlex
 import shutil
@@ -27,6 +33,34 @@ import pytest
 
 SSH_CONNECTIONS = ("ssh", "smart", "paramiko", "paramiko_ssh")
 _TMPDIRS: list[str] = []
+LAB_PY = Path(__file__).resolve().parents[1] / "lab" / "lab.py"
+
+
+@functools.lru_cache(maxsize=None)
+def load_lab():
+    """tests/lab/lab.py as a module: the lab's own functions (registry_stats, image_references, node_name, ...)."""
+    spec = importlib.util.spec_from_file_location("dgxspark_lab", str(LAB_PY))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def registry_pulls(reference: str) -> int:
+    """Pulls of REFERENCE (e.g. ``lmsysorg/sglang:v0.5.23-cu130``) that the lab's registry served since it started."""
+    pulls = load_lab().registry_stats()["pulls"]
+    if reference not in pulls:
+        raise KeyError("the lab's registry does not serve %s (it serves %s)" % (reference, ", ".join(pulls) or "nothing"))
+    return pulls[reference]
+
+
+@pytest.fixture(name="lab")
+def fixture_lab():
+    return load_lab()
+
+
+@pytest.fixture(name="registry_pulls")
+def fixture_registry_pulls():
+    return registry_pulls
 
 
 def ssh_config_entry(name: str, hostvars: dict) -> str:

@@ -15,8 +15,11 @@ namespace. See tests/lab/README.md.
     python3 tests/lab/lab.py reboot NODE               reboot a machine, wait until SSH answers again
     python3 tests/lab/lab.py rootfs                    build the rootfs cache only
     python3 tests/lab/lab.py torch                     build the torch virtualenv only
-    python3 tests/lab/lab.py image                     build the SGLang image tarball only (up builds it too)
+    python3 tests/lab/lab.py image                     build the SGLang image only (up builds it too)
+    python3 tests/lab/lab.py registry                  start the lab's registry and push the images (up does it too)
+    python3 tests/lab/lab.py registry-stats [--reset]  pulls counted by the registry, as JSON
     python3 tests/lab/lab.py serve DIR                 serve DIR over HTTP to the machines (until `down`)
+    python3 tests/lab/lab.py hub-stats [--reset]       what the Hugging Face hub stand-in served, as JSON
 
 `up --driverless` makes machines without the stand-in nvidia-smi: hosts with no NVIDIA driver, for the
 install paths of the driver and container runtime roles (tests/lab/standin_repos.py builds the apt
@@ -29,6 +32,10 @@ bind-mounts it read-only into every machine at the same path: the gloo all-reduc
 A machine that reboots (`systemctl reboot` inside it, Ansible's reboot module) comes back: a
 supervisor runs its nspawn again, on the same disk, with a network namespace made anew.
 `up --network-manager`: the management port belongs to the machine's own NetworkManager, as on DGX OS.
+
+The lab's registry (Debian's docker-registry) runs in the controller namespace and stands in for Docker Hub: `up`
+pushes the lab's SGLang image into it under the pinned name, and the machines' Docker pulls it through its
+`registry-mirrors` (tests/lab/lab_registry.py; the README says how pulls are counted).
 
 Run as root; standard library only. State lives in $DGXSPARK_LAB_DIR (default
 /var/lib/dgxspark-lab), never in the checkout.
@@ -58,6 +65,9 @@ import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:   # lab.py's sibling modules, also when lab.py is loaded from its path (tests)
+    sys.path.insert(0, str(HERE))
+import lab_registry  # noqa: E402
 REPO = HERE.parent.parent
 DEFAULT_LAB_DIR = "/var/lib/dgxspark-lab"
 LAB_DIR = Path(os.environ.get("DGXSPARK_LAB_DIR") or DEFAULT_LAB_DIR)
@@ -84,14 +94,21 @@ CTL_NS = NS_PREFIX + "-ctl"
 CGROUP_NAME = "dgxspark-lab" + LAB_ID
 # cpuacct too: its cpuacct.usage counts every process a machine ever ran (benchmarks/scale.sh reads it).
 CGROUP_ROOTS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup/cpuacct")
-MGMT_NET = "172.31.%d" % (255 - int(LAB_ID or 0))  # exists only inside the lab's namespaces
+
+
+def mgmt_net(lab_id):
+    """The management subnet's first three octets (exists only inside the lab's namespaces)."""
+    return "172.31.%d" % (255 - int(lab_id or 0))
+
+
+MGMT_NET = mgmt_net(LAB_ID)
 CTL_IP = MGMT_NET + ".1"
 PROXY_PORT = 3142                # apt proxy for the machines, listening in dgxlab-ctl
 SERVE_PORT = 8080                # `lab.py serve DIR`: a folder over HTTP to the machines, in dgxlab-ctl
-HUB_PORT = 8090                  # the Hugging Face hub stand-in (HF_ENDPOINT of the lab inventory), in dgxlab-ctl
-HUB_TOKEN = "hf_dgxspark_lab_token"   # grants the gated repository below (the lab's sglang_server_hf_token)
+REGISTRY_PORT = 5000             # the lab's registry (docker-registry), plain HTTP, in dgxlab-ctl
+HUB_PORT = 8090                  # the Hugging Face hub stand-in (spark_hf_endpoint of the lab inventory), in dgxlab-ctl
+HUB_TOKEN = "hf_dgxspark_lab_token"   # grants the gated repository below
 HUB_GATED_REPO = "dgxspark-lab/tiny-qwen2-gated"
-DEFAULT_CTL_IP = "172.31.255.1"  # the controller's address in the committed lab inventory (lab id empty)
 MGMT_BRIDGE = "mgmt"
 MGMT_IF = "enP7s7"               # the Spark's 10 GbE management port name (FACTS.md)
 CX7_IFS = ("enp1s0f1np1", "enP2p1s0f1np1")
@@ -704,10 +721,11 @@ def prepare_node_network_manager(i):
 
 # --------------------------------------------------------------------------- the SGLang image (Docker in the machines)
 
-# The lab has no registry: the image that the container runtime runs (tagged exactly like the pinned SGLang image) is
-# a rootfs tarball made here from the lab rootfs's own files, imported into each machine's Docker when Docker starts.
-# It holds Debian's python3 (the interpreter the torch venv is built with) and little else: Docker in the machines uses
-# vfs, which copies the whole image at every container start. Torch and the stand-in stay out of it: the image's PATH
+# The image that the container runtime runs is made here from the lab rootfs's own files (a rootfs tarball, one gzip
+# layer), pushed into the lab's registry under the pinned name (Docker Hub's, as on a Spark) and pulled from there by
+# the machines' Docker through its registry mirror (see "the registry" below). It holds Debian's python3 (the
+# interpreter the torch venv is built with) and little else: Docker in the machines uses vfs, which copies the whole
+# image at every container start. Torch and the stand-in stay out of it: the image's PATH
 # and PYTHONPATH point at where the containers mount them read-only (the venv at its own path, the checkout at
 # STANDIN_MOUNT), so `python3 -m sglang.launch_server` in the image runs the venv's python with the stand-in.
 IMAGE_ROOTS = ("python3", "libstdc++6", "dash")   # the interpreter, torch's C++ runtime, /bin/sh
@@ -715,10 +733,12 @@ IMAGE_SKIP = ("/usr/share/doc/", "/usr/share/man/", "/usr/share/info/", "/usr/sh
               "/usr/share/bug/")
 IMAGE_SKIP_PARTS = ("/gconv/",)   # glibc's charset converters (iconv); Python brings its own codecs
 IMAGE_EXTRA = ("/etc/passwd", "/etc/group", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d")
-IMAGE_RECIPE = "1"
+IMAGE_RECIPE = "2"
 IMAGE_STANDIN_PATH = STANDIN_MOUNT + "/tests/lab/sglang_standin"
-IMAGE_LOADER = "/usr/local/sbin/dgxspark-lab-image-load"
-IMAGE_DROPIN = "/etc/systemd/system/docker.service.d/50-dgxspark-lab-image.conf"
+# A second tag of the same repository, for upgrade tests: the same layer plus one small layer with this file (it holds
+# the reference), so that its image ID differs.
+IMAGE_UPGRADE_SUFFIX = "-lab2"
+IMAGE_UPGRADE_FILE = "/etc/dgxspark-lab-image"
 # Docker's built-in `--gpus` driver (daemon/nvidia_linux.go) exists only when this hook is on dockerd's PATH at start.
 GPU_HOOK = "/usr/bin/nvidia-container-runtime-hook"
 
@@ -736,21 +756,27 @@ def image_tag():
     return m.group(1)
 
 
-def image_changes():
-    """`docker import --change` lines: the image's environment, pointing at the read-only mounts."""
+def image_references():
+    """What the lab's registry serves: the pinned image, and a second tag of it for upgrade tests."""
+    return [image_tag(), image_tag() + IMAGE_UPGRADE_SUFFIX]
+
+
+def image_settings():
+    """The image's container config: its environment points at the read-only mounts."""
     path = "%s/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" % torch_venv()
-    return ["ENV PATH=%s" % path, "ENV PYTHONPATH=%s" % IMAGE_STANDIN_PATH, "ENV PYTHONUNBUFFERED=1",
-            "WORKDIR /", 'CMD ["python3"]']
+    return {"Env": ["PATH=%s" % path, "PYTHONPATH=%s" % IMAGE_STANDIN_PATH, "PYTHONUNBUFFERED=1"],
+            "Cmd": ["python3"], "WorkingDir": "/"}
 
 
 def image_stamp():
-    return hashlib.sha256(json.dumps([IMAGE_RECIPE, IMAGE_ROOTS, IMAGE_SKIP, IMAGE_SKIP_PARTS, IMAGE_EXTRA, ROOTFS_STAMP, image_tag(),
-                                      image_changes()]).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps([IMAGE_RECIPE, IMAGE_ROOTS, IMAGE_SKIP, IMAGE_SKIP_PARTS, IMAGE_EXTRA, ROOTFS_STAMP,
+                                      image_references(), IMAGE_UPGRADE_FILE, image_settings()]).encode()).hexdigest()[:16]
 
 
 def image_ready():
-    stamp = image_dir() / "stamp"
-    return (image_dir() / "rootfs.tar").is_file() and stamp.is_file() and stamp.read_text().strip() == image_stamp()
+    d, stamp = image_dir(), image_dir() / "stamp"
+    return ((d / "rootfs.tar").is_file() and (d / "push.json").is_file() and stamp.is_file()
+            and stamp.read_text().strip() == image_stamp())
 
 
 def _dpkg_status(root):
@@ -870,29 +896,48 @@ def build_image(force=False):
             if name not in tar.getnames():
                 tar.addfile(info)
     tmp.rename(d / "rootfs.tar")
-    (d / "tag").write_text(image_tag() + "\n")
-    (d / "changes").write_text("".join(c + "\n" for c in image_changes()))
     (d / "packages").write_text("".join(p + "\n" for p in packages))
+    images = build_image_blobs(d, packages)
     (d / "stamp").write_text(image_stamp() + "\n")
-    log("image %s ready in %.1f s: %s, %.1f MB, %d packages (%s)" % (
+    log("image %s ready in %.1f s: %s, %.1f MB, %d packages (%s); %.1f MB compressed" % (
         image_tag(), time.monotonic() - t0, d / "rootfs.tar", (d / "rootfs.tar").stat().st_size / 1e6,
-        len(packages), " ".join(packages)))
+        len(packages), " ".join(packages), images[image_tag()]["size"] / 1e6))
     return True
 
 
-IMAGE_LOADER_SCRIPT = """\
-#!/bin/sh
-# tests/lab/lab.py: a lab accommodation, not part of a real Spark. The lab has no registry: when Docker starts
-# (ExecStartPost of {dropin}), this puts the lab's image into it from the tarball lab.py built (mounted read-only),
-# once per machine, so that the sglang_server role finds the pinned image and pulls nothing.
-set -e
-dir={dir}
-tag=$(cat "$dir/tag")
-docker image inspect "$tag" >/dev/null 2>&1 && exit 0
-set --
-while IFS= read -r change; do set -- "$@" --change "$change"; done < "$dir/changes"
-docker import "$@" "$dir/rootfs.tar" "$tag" >/dev/null
-"""
+def build_image_blobs(d, packages):
+    """The images of image_references() as a registry stores them, in D: gzip layers, configs, manifests.
+
+    D/push.json lists them (per reference: repository, tag, manifest and blob files, digests), for the push and for
+    <labdir>/registry/images.json. Returns that listing.
+    """
+    mtime = int((d / "rootfs.tar").stat().st_mtime)
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mtime))
+    base = dict(lab_registry.gzip_layer(d / "rootfs.tar", d / "layer-base.tar.gz"), path=str(d / "layer-base.tar.gz"))
+    base_line = "tests/lab/lab.py: %d packages of the lab rootfs: %s" % (len(packages), " ".join(IMAGE_ROOTS))
+    pinned, upgrade = image_references()
+    (d / "layer-upgrade.tar").write_bytes(lab_registry.file_layer_tar(
+        {IMAGE_UPGRADE_FILE: (upgrade + "\n").encode()}, mtime))
+    extra = dict(lab_registry.gzip_layer(d / "layer-upgrade.tar", d / "layer-upgrade.tar.gz"),
+                 path=str(d / "layer-upgrade.tar.gz"))
+    recipes = [(pinned, [base], [base_line]),
+               (upgrade, [base, extra], [base_line, "tests/lab/lab.py: %s names this tag" % IMAGE_UPGRADE_FILE])]
+    images = {}
+    for k, (ref, layers, history) in enumerate(recipes):
+        config = lab_registry.image_config(layers, image_settings(), created, history)
+        manifest = lab_registry.image_manifest(config, layers)
+        (d / ("config-%d.json" % k)).write_bytes(config)
+        (d / ("manifest-%d.json" % k)).write_bytes(manifest)
+        name, tag = lab_registry.split_reference(ref)
+        blobs = {lab_registry.digest_of(config): str(d / ("config-%d.json" % k))}
+        blobs.update((layer["digest"], layer["path"]) for layer in layers)
+        images[ref] = {"name": name, "tag": tag, "manifest": str(d / ("manifest-%d.json" % k)), "blobs": blobs,
+                       "manifest_digest": lab_registry.digest_of(manifest), "image_id": lab_registry.digest_of(config),
+                       "layers": [layer["digest"] for layer in layers],
+                       "size": len(config) + sum(layer["size"] for layer in layers)}
+    (d / "push.json").write_text(json.dumps({"images": images}, indent=1) + "\n")
+    return images
+
 
 GPU_HOOK_SCRIPT = """\
 #!/bin/sh
@@ -905,29 +950,10 @@ exit 0
 
 
 def prepare_node_docker(merged):
-    """The Docker pieces of a machine, inert until the container_runtime role installs Docker."""
-    loader = merged / IMAGE_LOADER.lstrip("/")
-    loader.parent.mkdir(parents=True, exist_ok=True)
-    loader.write_text(IMAGE_LOADER_SCRIPT.format(dir=image_dir(), dropin=IMAGE_DROPIN))
-    loader.chmod(0o755)
-    dropin = merged / IMAGE_DROPIN.lstrip("/")
-    dropin.parent.mkdir(parents=True, exist_ok=True)
-    dropin.write_text("# tests/lab/lab.py: import the lab's SGLang image (no registry in the lab)\n"
-                      "[Service]\nExecStartPost=%s\n" % IMAGE_LOADER)
+    """The Docker piece of a machine, inert until the container_runtime role installs Docker: the GPU hook stand-in."""
     hook = merged / GPU_HOOK.lstrip("/")
     hook.write_text(GPU_HOOK_SCRIPT)
     hook.chmod(0o755)
-
-
-def docker_nspawn_args():
-    """The image folder, read-only at its own path (the machines' loader imports it from there).
-
-    Not added: CAP_SYS_RESOURCE. The host itself runs without it, so no machine can have it: a container's hard limits
-    cannot be raised here (`docker run --ulimit memlock=-1` fails with `error setting rlimit type 8: operation not
-    permitted`; the machines' memlock hard limit is the host's 8 MiB), hence sglang_server_container_ulimits in the lab
-    inventory.
-    """
-    return ["--bind-ro=%s" % image_dir()]
 
 
 def cmd_image(args):
@@ -935,7 +961,7 @@ def cmd_image(args):
     build_rootfs()
     if not build_image(force=args.force):
         log("image is built and current: %s" % (image_dir() / "rootfs.tar"))
-    print(image_dir() / "rootfs.tar")
+    print(image_dir() / "push.json")
 
 
 # --------------------------------------------------------------------------- network
@@ -1213,6 +1239,27 @@ def ensure_proxy():
 
 # --------------------------------------------------------------------------- file server
 
+def start_daemon(argv, pid_file, logf, ready, what, stdout=None):
+    """Start ARGV detached (a session of its own), note its PID in PID_FILE, and wait up to 10 s until LOGF (its
+    stderr, appended to; stdout too unless STDOUT names another file) shows READY. LabError naming WHAT otherwise."""
+    start = logf.stat().st_size if logf.exists() else 0
+    with open(stdout or logf, "ab") as out, open(logf, "ab") as err:
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
+                             close_fds=True)
+    pid_file.write_text("%d\n" % p.pid)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(logf, "rb") as fh:
+            fh.seek(start)
+            if ready in fh.read():
+                return p.pid
+        if p.poll() is not None:
+            raise LabError("%s exited (rc=%s); %s ends with:\n%s" % (
+                what, p.returncode, logf, logf.read_text(errors="replace")[-2000:]))
+        time.sleep(0.05)
+    raise LabError("%s did not start within 10 s; see %s" % (what, logf))
+
+
 def cmd_serve_child(args):
     """Serve a folder over HTTP on the controller's lab address (inside dgxlab-ctl), read-only."""
     import functools
@@ -1226,46 +1273,34 @@ def cmd_serve_child(args):
     srv.serve_forever()
 
 
-def child_pid(kind):
-    """The pid of the lab's `_<kind>` server process (serve, hub), or None."""
-    pid = read_pid(LAB_DIR / ("%s.pid" % kind))
-    if pid and pid_alive(pid) and ("_%s" % kind).encode() in proc_cmdline(pid):
+def serve_pid():
+    pid = read_pid(LAB_DIR / "serve.pid")
+    if pid and pid_alive(pid) and b"_serve" in proc_cmdline(pid):
         return pid
     return None
 
 
-def stop_child(kind):
-    pid = child_pid(kind)
+def stop_daemon(pid, pid_file):
+    """SIGTERM to a daemon that start_daemon() started (if PID), SIGKILL after 5 s; then drop its PID_FILE.
+
+    Its parent (the lab.py that started it) is gone, so init reaps it: wait for that too, so that no <defunct>
+    entry is left when `down` returns.
+    """
     if pid:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 5
         while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-    (LAB_DIR / ("%s.pid" % kind)).unlink(missing_ok=True)
+        if pid_alive(pid):
+            kill_all([pid])
+        deadline = time.monotonic() + 3
+        while os.path.exists("/proc/%d" % pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    pid_file.unlink(missing_ok=True)
 
 
-def start_child(kind, args, marker):
-    """(Re)start `lab.py _<kind> ARGS` in its own session, logging to <labdir>/<kind>.log; wait for MARKER there."""
-    if CTL_NS not in netns_list():
-        raise LabError("the lab is not up (no %s namespace): run `lab.py up N` first" % CTL_NS)
-    stop_child(kind)
-    logf = LAB_DIR / ("%s.log" % kind)
-    start = logf.stat().st_size if logf.exists() else 0
-    with open(logf, "ab") as fh:
-        p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_" + kind] + list(args),
-                             stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, start_new_session=True, close_fds=True)
-    (LAB_DIR / ("%s.pid" % kind)).write_text("%d\n" % p.pid)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with open(logf, "rb") as fh:
-            fh.seek(start)
-            if marker.encode() in fh.read():
-                return
-        if p.poll() is not None:
-            raise LabError("the %s server exited (rc=%s); %s ends with:\n%s" % (
-                kind, p.returncode, logf, logf.read_text(errors="replace")[-2000:]))
-        time.sleep(0.05)
-    raise LabError("the %s server did not start within 10 s; see %s" % (kind, logf))
+def stop_serve():
+    stop_daemon(serve_pid(), LAB_DIR / "serve.pid")
 
 
 def cmd_serve(args):
@@ -1274,18 +1309,33 @@ def cmd_serve(args):
     folder = Path(args.directory).resolve()
     if not folder.is_dir():
         raise LabError("%s is not a folder" % folder)
-    start_child("serve", [str(folder)], "serve: listening")
+    if CTL_NS not in netns_list():
+        raise LabError("the lab is not up (no %s namespace): run `lab.py up N` first" % CTL_NS)
+    stop_serve()
+    start_daemon([sys.executable, str(Path(__file__).resolve()), "_serve", str(folder)], LAB_DIR / "serve.pid",
+                 LAB_DIR / "serve.log", b"serve: listening", "the file server")
     log("serving %s to the machines" % folder)
     print("http://%s:%d/" % (CTL_IP, SERVE_PORT))
 
 
 # --------------------------------------------------------------------------- the hub stand-in
 
+# The lab's Hugging Face hub: tests/lab/hub_standin.py (the API huggingface_hub's snapshot_download speaks) on the
+# controller's lab address, in dgxlab-ctl, serving <labdir>/hub: the lab's tiny model (tests/lab/hub_model.py) and a
+# gated copy of it. It counts the bytes it serves (`lab.py hub-stats`): the staging role must fetch one copy.
+
 def hub_root():
     return LAB_DIR / "hub"
 
 
-def _hub_module(name):
+def hub_pid():
+    pid = read_pid(LAB_DIR / "hub.pid")
+    if pid and pid_alive(pid) and b"_hub" in proc_cmdline(pid):
+        return pid
+    return None
+
+
+def _lab_module(name):
     spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / (name + ".py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -1293,9 +1343,9 @@ def _hub_module(name):
 
 
 def cmd_hub_child(_args):
-    """The Hugging Face hub stand-in (tests/lab/hub_standin.py) on the controller's lab address, in dgxlab-ctl."""
+    """The hub stand-in on the controller's lab address, inside dgxlab-ctl."""
     setns("/run/netns/%s" % CTL_NS)
-    server = _hub_module("hub_standin").make_server(hub_root(), host=CTL_IP, port=HUB_PORT, token=HUB_TOKEN)
+    server = _lab_module("hub_standin").make_server(hub_root(), host=CTL_IP, port=HUB_PORT, token=HUB_TOKEN)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     sys.stderr.write("hub: listening on %s in %s: %s\n" % (server.endpoint, CTL_NS, hub_root()))
     sys.stderr.flush()
@@ -1303,18 +1353,23 @@ def cmd_hub_child(_args):
 
 
 def ensure_hub():
-    """The hub stand-in, serving the lab's model (hub_model.py; a gated copy under HUB_GATED_REPO), started once."""
-    hub_model = _hub_module("hub_model")
+    """Write the lab's model repositories once, and start the hub stand-in unless it runs."""
+    hub_model = _lab_module("hub_model")
     for repo, seed in ((hub_model.REPO_ID, 0), (HUB_GATED_REPO, 1)):
         if not (hub_root() / repo / "config.json").is_file():
             hub_model.write_model(hub_root() / repo, seed=seed)
-    (hub_root() / HUB_GATED_REPO / _hub_module("hub_standin").GATED_MARKER).write_text("")
-    if not child_pid("hub"):
-        start_child("hub", [], "hub: listening")
+    (hub_root() / HUB_GATED_REPO / _lab_module("hub_standin").GATED_MARKER).write_text("")
+    if not hub_pid():
+        start_daemon([sys.executable, str(Path(__file__).resolve()), "_hub"], LAB_DIR / "hub.pid", LAB_DIR / "hub.log",
+                     b"hub: listening", "the hub stand-in")
+
+
+def stop_hub():
+    stop_daemon(hub_pid(), LAB_DIR / "hub.pid")
 
 
 def hub_request(path, method="GET"):
-    """A request to the hub stand-in from inside dgxlab-ctl (a thread of this process that enters it)."""
+    """A request to the hub stand-in, from a thread of this process that enters dgxlab-ctl (the hub listens there)."""
     result = {}
 
     def call():
@@ -1332,11 +1387,152 @@ def hub_request(path, method="GET"):
 
 
 def cmd_hub_stats(args):
-    """Print what the hub stand-in served (JSON: total_bytes, per file, requests); --reset then zeroes it."""
+    """Print what the hub stand-in served (total_bytes, bytes per file, requests), as JSON; --reset then zeroes it."""
     require_root()
     print(json.dumps(hub_request("/_stats"), indent=1, sort_keys=True))
     if args.reset:
         hub_request("/_stats/reset", "POST")
+
+
+# --------------------------------------------------------------------------- the registry
+
+# The lab's Docker Hub: Debian's docker-registry (the CNCF distribution registry) on the controller's lab address, in
+# dgxlab-ctl, with its storage under <labdir>/registry/storage (kept across `down`, like the rootfs cache: a second
+# `up` pushes nothing). The machines' Docker asks it first for every docker.io name (`registry-mirrors` plus
+# `insecure-registries` in daemon.json: the lab inventory's container_runtime_daemon_options), so `docker pull
+# lmsysorg/sglang:<tag>` there goes through it, as a Spark's goes to Docker Hub. No DNS in the lab: a name it lacks
+# fails, as it would on a Spark without internet. Its access log (stdout) is where pulls are counted; each start of
+# the registry begins it anew.
+
+def registry_dir():
+    return LAB_DIR / "registry"
+
+
+def registry_addr():
+    return "%s:%d" % (CTL_IP, REGISTRY_PORT)
+
+
+def registry_url():
+    return "http://" + registry_addr()
+
+
+def registry_pid():
+    pid = read_pid(registry_dir() / "registry.pid")
+    argv = proc_cmdline(pid) if pid and pid_alive(pid) else []
+    if argv and os.path.basename(argv[0]) == b"docker-registry" and str(registry_dir() / "config.yml").encode() in argv:
+        return pid
+    return None
+
+
+def ensure_registry():
+    """Start the registry in the controller namespace unless it runs (True when started)."""
+    if registry_pid():
+        return False
+    binary = shutil.which("docker-registry")
+    if not binary:
+        raise LabError("docker-registry is missing: the lab's registry is Debian's docker-registry package.\n"
+                       "Fix: run tests/lab/install-deps.sh")
+    d = registry_dir()
+    (d / "storage").mkdir(parents=True, exist_ok=True)
+    (d / "config.yml").write_text(lab_registry.registry_config(registry_addr(), d / "storage"))
+    # Each start counts anew; appended to (O_APPEND), so that `registry-stats --reset` can empty it under the registry.
+    (d / "access.log").write_bytes(b"")
+    start_daemon(["ip", "netns", "exec", CTL_NS, binary, "serve", str(d / "config.yml")], d / "registry.pid",
+                 d / "registry.log", b"listening on", "docker-registry on %s" % registry_addr(), stdout=d / "access.log")
+    return True
+
+
+def stop_registry():
+    stop_daemon(registry_pid(), registry_dir() / "registry.pid")
+
+
+def push_images():
+    """Push the lab's images (image_dir()/push.json) that the registry lacks; write <labdir>/registry/images.json.
+
+    The push runs inside dgxlab-ctl (`lab.py _registry_push`): the registry listens there only.
+    """
+    plan = image_dir() / "push.json"
+    res = run(["ip", "netns", "exec", CTL_NS, sys.executable, str(Path(__file__).resolve()), "_registry_push",
+               registry_url(), str(plan)], check=False)
+    if res.returncode != 0:
+        raise LabError("pushing the lab's images to %s failed (rc=%s):\n%s" % (
+            registry_url(), res.returncode, (res.stderr or res.stdout)[-3000:]))
+    done = json.loads(res.stdout.strip().splitlines()[-1])
+    images = json.loads(plan.read_text())["images"]
+    keep = ("manifest_digest", "image_id", "layers", "size")
+    listing = {"registry": registry_url(), "mirror_of": "docker.io",
+               "images": {ref: dict({k: images[ref][k] for k in keep},
+                                    repo_digest="%s@%s" % (ref.rpartition(":")[0], images[ref]["manifest_digest"]))
+                          for ref in images}}
+    (registry_dir() / "images.json").write_text(json.dumps(listing, indent=1) + "\n")
+    log("registry %s: %s" % (registry_url(), ", ".join("%s %s" % (ref, what) for ref, what in done.items())))
+    return done
+
+
+def cmd_registry_push_child(args):
+    """Inside dgxlab-ctl: wait for the registry's /v2/, push what it lacks, print {reference: pushed|present}."""
+    client = lab_registry.Registry(args.url)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.expect(200, "GET", "/v2/")
+            break
+        except lab_registry.RegistryError as exc:
+            if time.monotonic() > deadline:
+                raise LabError("the registry does not answer: %s" % exc) from exc
+            time.sleep(0.1)
+    images = json.loads(Path(args.plan).read_text())["images"]
+    try:
+        done = {ref: lab_registry.push(client, image) for ref, image in images.items()}
+    except lab_registry.RegistryError as exc:
+        raise LabError(str(exc)) from exc
+    print(json.dumps(done))
+
+
+def registry_images():
+    """images.json's images: {reference: {manifest_digest, image_id, repo_digest, layers, size}}; {} before a push."""
+    try:
+        return json.loads((registry_dir() / "images.json").read_text())["images"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def registry_stats():
+    """What the registry served the machines since it started (or since `registry-stats --reset`): pulls per reference
+    (one pull: one GET of the image's config blob, see tests/lab/lab_registry.py) and per machine, manifest requests,
+    blob GETs and bytes."""
+    try:
+        text = (registry_dir() / "access.log").read_text(errors="replace")
+    except FileNotFoundError:
+        text = ""
+    names = {node_ip(i): node_name(i) for i in range(1, MAX_NODES + 1)}
+    # The controller's own requests are the push's (lab.py), not the machines'.
+    return lab_registry.pull_stats(lab_registry.parse_access_log(text), registry_images(), names, ignore_clients=(CTL_IP,))
+
+
+def registry_stats_reset():
+    """Count from zero: empties the access log (the registry appends to it)."""
+    log_file = registry_dir() / "access.log"
+    if log_file.exists():
+        os.truncate(log_file, 0)
+
+
+def cmd_registry(_args):
+    """Start the registry unless it runs, push what it lacks; print the path of images.json."""
+    require_root()
+    if CTL_NS not in netns_list():
+        raise LabError("the lab is not up (no %s namespace): run `lab.py up N` first" % CTL_NS)
+    build_rootfs()
+    build_image()
+    ensure_registry()
+    push_images()
+    print(registry_dir() / "images.json")
+
+
+def cmd_registry_stats(args):
+    if args.reset:
+        registry_stats_reset()
+    print(json.dumps(registry_stats(), indent=1, sort_keys=True))
 
 
 # --------------------------------------------------------------------------- driverless machines
@@ -1438,7 +1634,11 @@ def start_node(i, torch=False):
             "--system-call-filter=@keyring bpf", "--capability=CAP_SYS_ADMIN,CAP_BPF,CAP_NET_ADMIN",
             # The checkout, read-only: the lab's SGLang stand-in runs from tests/lab/sglang_standin
             # there, with SGLang's wheel from the torch venv.
-            "--bind-ro=%s:%s" % (REPO, STANDIN_MOUNT)] + docker_nspawn_args()
+            "--bind-ro=%s:%s" % (REPO, STANDIN_MOUNT)]
+    # Not added: CAP_SYS_RESOURCE. The host itself runs without it, so no machine can have it: a container's hard
+    # limits cannot be raised here (`docker run --ulimit memlock=-1` fails with `error setting rlimit type 8: operation
+    # not permitted`; the machines' memlock hard limit is the host's 8 MiB), hence sglang_server_container_ulimits in
+    # the lab inventory.
     marker = node_dir(i) / "torch"
     if torch:
         # Read-only at the same path: the venv's absolute paths hold inside the machine too.
@@ -1804,7 +2004,8 @@ def write_inventory(n, path):
         for f in (repo_inv / "group_vars").glob("*.yml"):
             (path / "group_vars" / f.name).write_text(
                 f.read_text().replace(DEFAULT_LAB_DIR, str(LAB_DIR)).replace("dgxlab-ctl", CTL_NS)
-                .replace("//%s:" % DEFAULT_CTL_IP, "//%s:" % CTL_IP))
+                .replace("%s.1:%d" % (mgmt_net(""), REGISTRY_PORT), registry_addr())
+                .replace("%s.1:%d" % (mgmt_net(""), HUB_PORT), "%s:%d" % (CTL_IP, HUB_PORT)))
     return path
 
 
@@ -1855,6 +2056,8 @@ def cmd_up(args):
         (LAB_DIR / "run-netns-mounted-by-lab").write_text("ip netns add mounts /run/netns\n")
     ensure_switch()
     ensure_proxy()
+    ensure_registry()
+    push_images()
     ensure_hub()
     started = []
     for i in range(1, n + 1):
@@ -1903,8 +2106,9 @@ def cmd_down(args):
     if pid:
         os.kill(pid, signal.SIGTERM)
     (LAB_DIR / "proxy.pid").unlink(missing_ok=True)
-    stop_child("serve")
-    stop_child("hub")
+    stop_serve()
+    stop_registry()
+    stop_hub()
     for _round in range(50):
         pids = netns_pids(lab_netns()) | cgroup_pids(cgroup_dirs())
         if not pids:
@@ -1952,10 +2156,16 @@ def cmd_status(_args):
     drops = mgmt_filter_drops() if SW_NS in netns_list() else None
     mgmt = "not loaded" if drops is None else "only SSH between machines (%d frames dropped)" % drops
     print("management filter: %s" % mgmt)
-    if child_pid("serve"):
-        print("serve: running (pid %d) on http://%s:%d/" % (child_pid("serve"), CTL_IP, SERVE_PORT))
-    if child_pid("hub"):
-        print("hub: the Hugging Face hub stand-in (pid %d) on http://%s:%d/" % (child_pid("hub"), CTL_IP, HUB_PORT))
+    if serve_pid():
+        print("serve: running (pid %d) on http://%s:%d/" % (serve_pid(), CTL_IP, SERVE_PORT))
+    if registry_pid():
+        pulls = registry_stats()["pulls"]
+        print("registry: running (pid %d) on %s; pulls: %s" % (registry_pid(), registry_url(), ", ".join(
+            "%s %d" % kv for kv in sorted(pulls.items())) or "none"))
+    else:
+        print("registry: not running")
+    if hub_pid():
+        print("hub: the Hugging Face hub stand-in (pid %d) on http://%s:%d/" % (hub_pid(), CTL_IP, HUB_PORT))
     for i in nodes:
         addrs = ""
         if node_ns(i) in netns_list():
@@ -2002,9 +2212,18 @@ def main(argv=None):
     p = sub.add_parser("rootfs", help="build the rootfs cache only")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_rootfs)
-    p = sub.add_parser("image", help="build the lab's SGLang image tarball only (up builds it too)")
+    p = sub.add_parser("image", help="build the lab's SGLang image only (up builds it too)")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_image)
+    sub.add_parser("registry", help="start the lab's registry and push the lab's images into it (up does it too)"
+                   ).set_defaults(func=cmd_registry)
+    p = sub.add_parser("registry-stats", help="pulls and downloads counted by the lab's registry, as JSON")
+    p.add_argument("--reset", action="store_true", help="count from zero (empties the registry's access log)")
+    p.set_defaults(func=cmd_registry_stats)
+    p = sub.add_parser("_registry_push")
+    p.add_argument("url")
+    p.add_argument("plan")
+    p.set_defaults(func=cmd_registry_push_child)
     p = sub.add_parser("torch", help="build the torch venv only (see up --with-torch)")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_torch)
@@ -2017,8 +2236,8 @@ def main(argv=None):
     p = sub.add_parser("_serve")
     p.add_argument("directory")
     p.set_defaults(func=cmd_serve_child)
-    p = sub.add_parser("hub-stats", help="print the bytes the hub stand-in served, as JSON")
-    p.add_argument("--reset", action="store_true", help="then zero the counters")
+    p = sub.add_parser("hub-stats", help="what the Hugging Face hub stand-in served, as JSON")
+    p.add_argument("--reset", action="store_true", help="then zero its counters")
     p.set_defaults(func=cmd_hub_stats)
     sub.add_parser("_hub").set_defaults(func=cmd_hub_child)
     sub.add_parser("_proxy").set_defaults(func=cmd_proxy)

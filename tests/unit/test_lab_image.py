@@ -1,8 +1,12 @@
-"""tests/lab/lab.py's image recipe: which packages and which paths go into the lab's SGLang image."""
+"""tests/lab/lab.py's image recipe: which packages and paths go into the lab's SGLang image, and its registry blobs."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import importlib.util
+import io
+import json
 import pathlib
 import tarfile
 
@@ -83,7 +87,11 @@ def test_paths_resolve_the_usrmerge_link_keep_bytecode_and_skip_docs(root):
     assert paths == sorted(paths)
 
 
-def test_build_image_writes_a_tarball_with_the_tag_and_changes(root, tmp_path, monkeypatch):
+def sha(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_build_image_writes_the_tarball_and_both_images_as_the_registry_stores_them(root, tmp_path, monkeypatch):
     rootfs = root
     monkeypatch.setattr(lab, "LAB_DIR", tmp_path / "labdir")
     monkeypatch.setattr(lab, "rootfs_path", lambda: rootfs)
@@ -91,9 +99,40 @@ def test_build_image_writes_a_tarball_with_the_tag_and_changes(root, tmp_path, m
     monkeypatch.setattr(lab, "IMAGE_ROOTS", ("python3",))
     assert lab.build_image() is True
     d = tmp_path / "labdir" / "sglang-image"
-    assert (d / "tag").read_text().strip() == lab.image_tag() and ":" in lab.image_tag()
-    assert "ENV PYTHONPATH=/opt/dgxspark-sglang/tests/lab/sglang_standin" in (d / "changes").read_text()
     with tarfile.open(d / "rootfs.tar") as tar:
         names = tar.getnames()
         assert "usr/bin/python3.11" in names and tar.getmember("bin").issym() and tar.getmember("tmp").mode == 0o1777
+
+    images = json.loads((d / "push.json").read_text())["images"]
+    pinned, upgrade = lab.image_references()
+    assert list(images) == [pinned, upgrade] and pinned == lab.image_tag() and upgrade == pinned + "-lab2"
+    assert images[pinned]["name"] == pinned.rsplit(":", 1)[0] and images[pinned]["tag"] == pinned.rsplit(":", 1)[1]
+    for image in images.values():   # every file holds the blob its digest names
+        for digest, path in image["blobs"].items():
+            assert sha(pathlib.Path(path).read_bytes()) == digest
+        assert sha(pathlib.Path(image["manifest"]).read_bytes()) == image["manifest_digest"]
+        assert set(image["blobs"]) == {image["image_id"], *image["layers"]}
+    config = json.loads(pathlib.Path(images[pinned]["blobs"][images[pinned]["image_id"]]).read_bytes())
+    assert config["rootfs"]["diff_ids"] == [sha((d / "rootfs.tar").read_bytes())]
+    assert "PYTHONPATH=/opt/dgxspark-sglang/tests/lab/sglang_standin" in config["config"]["Env"]
+    assert config["config"]["Cmd"] == ["python3"] and config["config"]["WorkingDir"] == "/"
+    # The upgrade tag: the same first layer, then one with the file that names it; another image ID.
+    assert images[upgrade]["layers"][0] == images[pinned]["layers"][0] and len(images[upgrade]["layers"]) == 2
+    assert images[upgrade]["image_id"] != images[pinned]["image_id"]
+    extra = pathlib.Path(images[upgrade]["blobs"][images[upgrade]["layers"][1]]).read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(extra))) as tar:
+        assert tar.extractfile(lab.IMAGE_UPGRADE_FILE.lstrip("/")).read() == (upgrade + "\n").encode()
     assert lab.build_image() is False   # built once
+
+
+def test_another_labs_inventory_names_its_own_registry(tmp_path, monkeypatch):
+    monkeypatch.setattr(lab, "LAB_DIR", tmp_path / "labdir")
+    monkeypatch.setattr(lab, "CTL_NS", "dgxlab4-ctl")
+    monkeypatch.setattr(lab, "CTL_IP", lab.mgmt_net("4") + ".1")
+    inv = lab.write_inventory(2, tmp_path / "inv")
+    text = (inv / "group_vars" / "spark.yml").read_text()
+    assert 'registry-mirrors: ["http://172.31.251.1:5000"]' in text
+    assert 'insecure-registries: ["172.31.251.1:5000"]' in text
+    assert "172.31.255.1" not in text
+    committed = (lab.REPO / "inventories/lab/group_vars/spark.yml").read_text()
+    assert 'registry-mirrors: ["http://%s.1:%d"]' % (lab.mgmt_net(""), lab.REGISTRY_PORT) in committed

@@ -8,7 +8,6 @@ import pathlib
 import subprocess
 
 import pytest
-import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 # A lab started with DGXSPARK_LAB_ID / DGXSPARK_LAB_DIR has its own inventory (`lab.py up` prints its path).
@@ -128,13 +127,7 @@ with open("/etc/systemd/system/sglang.service.d/stale.conf", "w") as out:
 """
 
 
-def management_address(node):
-    """A machine's management address, from the inventory (each lab id has its own subnet)."""
-    hosts = yaml.safe_load((INVENTORY / "hosts.yml").read_text())["all"]["children"]["spark"]["hosts"]
-    return hosts[node]["ansible_host"]
-
-
-def test_without_sglang_host_ip_the_group_never_forms_and_the_health_step_names_the_cause():
+def test_without_sglang_host_ip_the_group_never_forms_and_the_health_step_names_the_cause(lab):
     """SGLang advertises get_local_ip_auto(): without SGLANG_HOST_IP, the route to 8.8.8.8, i.e. the management
     address, which the lab (like a Spark's LAN) does not carry between machines. A stale drop-in that drops the
     variable on the head is a change site.yml does not see: its health step must name the node and the cause."""
@@ -149,7 +142,7 @@ def test_without_sglang_host_ip_the_group_never_forms_and_the_health_step_names_
         assert run.returncode != 0, out[-3000:]
         journal = lab_ssh("lab-spark-01", "journalctl -u sglang -o cat --no-pager").stdout
         # The writer of SGLang's message queue bound the management address, and nobody reached it.
-        assert "SGLang's get_local_ip_auto() chose %s" % management_address("lab-spark-01") in journal, journal[-2000:]
+        assert "SGLang's get_local_ip_auto() chose %s" % lab.node_ip(1) in journal, journal[-2000:]
         assert "The server is fired up" not in journal.rsplit("get_local_ip_auto() chose", 1)[1]
         assert "CAUSE: lab-spark-01 (rank 0): its running SGLang has no SGLANG_HOST_IP" in out, out[-3000:]
         assert "CAUSE: lab-spark-02" not in out, out[-3000:]
