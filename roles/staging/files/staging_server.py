@@ -3,12 +3,13 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The staging role's short-lived server on the source node (Python 3 standard library only).
 
-    staging_server.py --bind CX7_ADDRESS --port PORT --blobs DIR [--image-id sha256:...]
+    staging_server.py --bind CX7_ADDRESS --port PORT --blobs DIR [--image-id sha256:... --image-name NAME]
 
 Bound to the source's CX7 address only, it serves what the other nodes of the group pull with the staging_fetch
 module, and nothing else:
 - GET /blobs/<etag>: one file of the model's Hugging Face cache (the names are checksums; no listing, no path);
-- GET /image/<image id>: `docker save` of that image, streamed (only the ID given with --image-id).
+- GET /image/<image id>: `docker save NAME` of that image, streamed (only the ID given with --image-id; NAME is
+  its tag, so that the receivers get the tag with it, or the ID itself for an image pinned by digest).
 Run as a transient systemd unit (systemd-run --property=RuntimeMaxSec=...), stopped by the role when every node
 holds what it needs. Each answer is logged with its bytes (journalctl -u dgxspark-staging).
 """
@@ -58,7 +59,7 @@ class Handler(BaseHTTPRequestHandler):
             shutil.copyfileobj(handle, self.wfile, CHUNK)
 
     def send_image(self, image_id):
-        save = subprocess.Popen(['docker', 'save', image_id], stdout=subprocess.PIPE)
+        save = subprocess.Popen(['docker', 'save', self.server.image_name or image_id], stdout=subprocess.PIPE)
         self.send_response(200)
         self.send_header('Content-Type', 'application/x-tar')
         self.send_header('Connection', 'close')
@@ -77,11 +78,13 @@ def main(argv=None):
     parser.add_argument('--port', type=int, required=True)
     parser.add_argument('--blobs', required=True)
     parser.add_argument('--image-id')
+    parser.add_argument('--image-name')
     args = parser.parse_args(argv)
     server = ThreadingHTTPServer((args.bind, args.port), Handler)
     server.daemon_threads = True
     server.blobs = args.blobs
     server.image_id = args.image_id
+    server.image_name = args.image_name
     image = ' and image ' + args.image_id if args.image_id else ''
     sys.stdout.write('staging server on %s:%d: %s%s\n' % (args.bind, args.port, args.blobs, image))
     sys.stdout.flush()

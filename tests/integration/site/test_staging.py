@@ -95,3 +95,39 @@ def test_the_copies_went_over_the_cx7_link_once(host, name):
     # The image went the same way, unless lab-spark-02 held the very same image ID already.
     images = [line for line in log.splitlines() if '"GET /image/' in line]
     assert len(images) <= 1 and all(line.startswith(CX7["lab-spark-02"] + " ") for line in images)
+
+
+def test_an_upgrade_stages_the_new_image_everywhere_then_restarts_the_group_once(lab, site_playbook):
+    """From the pinned tag to the registry's second tag and back: one registry pull for the new tag (by the source),
+    loaded into the other node over CX7, the model not moved again, and each switch one restart of the whole group."""
+    pinned = lab.image_tag()
+    upgrade = pinned + lab.IMAGE_UPGRADE_SUFFIX
+    images = lab.registry_images()
+    before = lab.registry_stats()
+    hub_before = hub_stats()["total_bytes"]
+    starts = {node: lab_ssh(node, "systemctl show -p InvocationID --value sglang") for node in CX7}
+    try:
+        run = site_playbook("-e", "sglang_server_image=" + upgrade)
+        out = run.stdout + run.stderr
+        assert run.returncode == 0, out[-3000:]
+        for node in CX7:
+            assert json.loads(lab_ssh(node, "cat /etc/sglang/pins.json"))["image"]["id"] == images[upgrade]["image_id"]
+            assert lab_ssh(node, "docker inspect --format '{{.Image}}' sglang") == images[upgrade]["image_id"]
+            assert lab_ssh(node, "systemctl show -p InvocationID --value sglang") != starts[node]
+        after = lab.registry_stats()
+        assert after["pulls"][upgrade] - before["pulls"][upgrade] == 1
+        assert after["pull_clients"][upgrade][SOURCE] - before["pull_clients"][upgrade].get(SOURCE, 0) == 1
+        assert hub_stats()["total_bytes"] == hub_before
+        assert "lab-spark-02: image copied over CX7" in out, out[-3000:]
+    finally:
+        back = site_playbook()
+    assert back.returncode == 0, (back.stdout + back.stderr)[-3000:]
+    for node in CX7:
+        assert lab_ssh(node, "docker inspect --format '{{.Image}}' sglang") == images[pinned]["image_id"]
+    # The pinned image was still on every node: going back pulls nothing.
+    assert lab.registry_stats()["pulls"][pinned] == before["pulls"][pinned]
+
+
+def lab_ssh(node, command):
+    return subprocess.run([sys.executable, str(ROOT / "tests/lab/lab.py"), "ssh", node, command], capture_output=True,
+                          text=True, check=True, timeout=180).stdout.strip()
