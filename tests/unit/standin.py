@@ -16,15 +16,21 @@ import time
 from ansible_collections.dgxspark.sglang.plugins.module_utils import _staging
 
 STANDIN = pathlib.Path(__file__).resolve().parents[1] / "lab" / "sglang_standin"
-HUB_MODEL = pathlib.Path(__file__).resolve().parents[1] / "lab" / "hub_model.py"
+LAB = pathlib.Path(__file__).resolve().parents[1] / "lab"
+
+
+def lab_module(name):
+    """A module of tests/lab (hub_standin, hub_model, ...), which is no package: loaded from its file."""
+    spec = importlib.util.spec_from_file_location(name, LAB / (name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def stage_model(cache_dir, repo_id):
     """Put the lab's tiny model into a Hugging Face cache under REPO_ID, as the staging role leaves it on a node
     (blobs named by their checksums, the snapshot's links, refs/main); returns the commit."""
-    spec = importlib.util.spec_from_file_location("hub_model", HUB_MODEL)
-    hub_model = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hub_model)
+    hub_model = lab_module("hub_model")
     files_dir = pathlib.Path(cache_dir) / "files"
     hub_model.write_model(files_dir)
     blobs = pathlib.Path(_staging.repo_dir(str(cache_dir), repo_id)) / "blobs"

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pathlib
 import re
@@ -30,6 +29,7 @@ from ansible_collections.dgxspark.sglang.plugins.module_utils._problems import P
 from ansible_collections.dgxspark.sglang.plugins.module_utils._allreduce import container_argv
 from ansible_collections.dgxspark.sglang.plugins.module_utils._rdma import container_rdma_args
 from ansible_collections.dgxspark.sglang.tests.unit import sysfs
+from ansible_collections.dgxspark.sglang.tests.unit.standin import lab_module
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 ROLE = ROOT / 'roles' / 'sglang_server'
@@ -71,21 +71,14 @@ def local_group(tmp_path, names, **group_vars):
 @pytest.fixture(name='hub', scope='module')
 def fixture_hub(tmp_path_factory):
     """The lab's hub stand-in, serving the lab's tiny model under the id these tests deploy."""
-    standin = load_lab('hub_standin')
+    standin = lab_module('hub_standin')
     repos = tmp_path_factory.mktemp('hub')
-    load_lab('hub_model').write_model(repos / MODEL)
+    lab_module('hub_model').write_model(repos / MODEL)
     server = standin.make_server(repos)
     standin.serve_in_thread(server)
     yield server
     server.shutdown()
     server.server_close()
-
-
-def load_lab(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / 'tests' / 'lab' / (name + '.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def role_vars(tmp_path, group, **extra):

@@ -7,7 +7,6 @@ second cache; and huggingface_hub, offline, finds the model there at the pinned 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -22,20 +21,14 @@ import pytest
 from ansible_collections.dgxspark.sglang.plugins.module_utils import _staging as st
 from ansible_collections.dgxspark.sglang.plugins.module_utils._cluster import check_description, plan_cluster
 from ansible_collections.dgxspark.sglang.plugins.module_utils._problems import codes
+from ansible_collections.dgxspark.sglang.tests.unit.standin import lab_module
 
 ROOT = pathlib.Path(__file__).resolve().parents[4]
 hf = pytest.importorskip('huggingface_hub')
 
 
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / 'tests' / 'lab' / (name + '.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-standin = load('hub_standin')
-hub_model = load('hub_model')
+standin = lab_module('hub_standin')
+hub_model = lab_module('hub_model')
 REPO = hub_model.REPO_ID
 GATED = 'dgxspark-lab/gated-qwen2'
 TOKEN = 'hf_labtoken'
