@@ -15,7 +15,7 @@ SANITY_ARGS ?=
 # this network cannot reach; tests/sanity/get_pip.py does the same job offline (see its docstring).
 GET_PIP_CACHE := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 
-.PHONY: test unit sanity lint molecule reboot-test lab lab-down lab-deps build clean
+.PHONY: test unit sanity lint molecule reboot-test memory-test lab lab-down lab-deps build clean
 
 # requirements-sglang.txt: SGLang's own argument parser for the unit tests, without its GPU stack (--no-deps: every
 # module it imports is pinned there; about 950 MB, most of it triton, and a minute).
@@ -27,7 +27,7 @@ $(BIN)/.stamp: requirements.txt requirements-dev.txt requirements-sglang.txt
 
 venv: $(BIN)/.stamp
 
-test: unit sanity lint molecule reboot-test
+test: unit sanity lint molecule reboot-test memory-test
 	@echo "make test: all gates passed"
 
 unit: venv
@@ -64,6 +64,12 @@ molecule: venv lab-deps
 # break a cluster's run); it takes the lab ids of the environment, as the scenarios do.
 reboot-test: venv lab-deps
 	$(BIN)/pytest -p no:cacheprovider tests/integration/reboot
+
+# The memory_guard role (earlyoom) on one lab machine with a hard memory limit that it sees as its memory
+# (`lab.py up 1 --memory-max`, lxcfs): a process named like SGLang's scheduler outgrows it and earlyoom must kill it,
+# not a larger bystander, before the kernel does; SSH must still answer. A lab of its own, with the environment's ids.
+memory-test: venv lab-deps
+	$(BIN)/pytest -p no:cacheprovider tests/integration/memory
 
 # The whole job on the lab: two machines (with a read-only torch venv for the gloo all-reduce),
 # site.yml, then verify.yml, whose last lines say where the report is.

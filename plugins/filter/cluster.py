@@ -19,6 +19,7 @@ from ansible_collections.dgxspark.sglang.plugins.module_utils._cluster import (
     nccl_settings,
     complete_plan,
     plan_memory_fit,
+    plan_memory_reserve,
 )
 from ansible_collections.dgxspark.sglang.plugins.module_utils._cx7 import twin_name
 from ansible_collections.dgxspark.sglang.plugins.module_utils._problems import (
@@ -124,6 +125,17 @@ def memory_fit(weights_bytes, gpu_infos, fraction=0.75):
         raise AnsibleFilterError(str(exc)) from None
 
 
+def memory_reserve(gpu_infos, fraction, reserve_gib):
+    """Filter: whether mem-fraction-static leaves sglang_server_memory_reserve_gib on every node."""
+    try:
+        result = plan_memory_reserve(plain(gpu_infos), plain(fraction), plain(reserve_gib))
+    except ValueError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+    bad = errors(result['problems'])
+    result['message'] = format_problems(bad, 'The memory reserve') if bad else ''
+    return result
+
+
 class FilterModule:
     """dgxspark.sglang cluster plan."""
 
@@ -136,4 +148,5 @@ class FilterModule:
             'cluster_problems': cluster_problems,
             'cx7_twin': cx7_twin,
             'memory_fit': memory_fit,
+            'memory_reserve': memory_reserve,
         }

@@ -81,6 +81,11 @@ DEFAULTS = {
     'sglang_server_model_size_gb': None,
     'sglang_server_model_refresh': False,
     'sglang_server_cache_dir': '/var/lib/sglang/huggingface',
+    # GiB of each node's memory that SGLang's static pool (mem-fraction-static) must leave to everything else: SGLang's
+    # own activations and CUDA graphs (SGLang 0.5.23 keeps at least 10 GiB for them on a GPU of more than 60 GiB when it
+    # picks the fraction itself), the OS's growth, and earlyoom's margin (memory_guard: 5% of a GB10's 121.7 GiB, 6.1
+    # GiB). 16 allows mem-fraction-static up to 0.86 on a GB10, the 0.80-0.85 that community tools keep (FACTS.md).
+    'sglang_server_memory_reserve_gib': 16,
     'sglang_server_args': {},
     'sglang_server_tp_size': None,
     'sglang_server_host': '0.0.0.0',
@@ -923,6 +928,7 @@ def check_description(description):
     _check_paths_and_names(ctx)
     _check_staging_inputs(ctx)
     model = _check_model(ctx)
+    _check_memory_reserve(ctx)
     _check_secrets(ctx)
     _check_removed(ctx)
     server_args = ctx.values['sglang_server_args']
@@ -992,6 +998,7 @@ def _assemble(ctx, order, interfaces, nets, addresses, model, gpus, tp, pp, dist
         'python': values['sglang_server_native_python'],
         'model': model,
         'image_pin': None,
+        'memory_reserve_gib': values['sglang_server_memory_reserve_gib'],
         'server_args': {k: v for k, v in server_args.items() if k not in TP_KEYS},
     }
     return {
@@ -1291,6 +1298,22 @@ def _staging_problems(plan, staging, hub, has_token):
 
 GB = 1000 ** 3
 MIB = 1024 ** 2
+GIB = 1024 ** 3
+
+
+def _node_memory_mib(gpu_infos, caller):
+    """host -> the node's memory in MiB (the sum of its GPUs' ``memory_total_mib``); ValueError for unusable input."""
+    if not isinstance(gpu_infos, dict) or not gpu_infos:
+        raise ValueError('%s: no gpu_info results to compare with (run dgxspark.sglang.gpu_info on every node)' % caller)
+    node_mib = {}
+    for host in sorted(gpu_infos):
+        gpus = (gpu_infos[host] or {}).get('gpus') or []
+        sizes = [g.get('memory_total_mib') for g in gpus if isinstance(g, dict)]
+        if not sizes or any(isinstance(s, bool) or not isinstance(s, (int, float)) or s <= 0 for s in sizes):
+            raise ValueError('%s: host %s reports no usable GPU memory figure (%r); check nvidia-smi and '
+                             '/proc/meminfo there' % (caller, host, sizes))
+        node_mib[host] = sum(sizes)
+    return node_mib
 
 
 def plan_memory_fit(weights_bytes, gpu_infos, fraction):
@@ -1307,16 +1330,7 @@ def plan_memory_fit(weights_bytes, gpu_infos, fraction):
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
         raise ValueError("memory_fit: mem-fraction-static must be a number in (0, 1], got %r. Fix: set "
                          "sglang_server_args['mem-fraction-static'] to e.g. 0.75" % (fraction,))
-    if not isinstance(gpu_infos, dict) or not gpu_infos:
-        raise ValueError('memory_fit: no gpu_info results to compare with (run dgxspark.sglang.gpu_info on every node)')
-    node_mib = {}
-    for host in sorted(gpu_infos):
-        gpus = (gpu_infos[host] or {}).get('gpus') or []
-        sizes = [g.get('memory_total_mib') for g in gpus if isinstance(g, dict)]
-        if not sizes or any(isinstance(s, bool) or not isinstance(s, (int, float)) or s <= 0 for s in sizes):
-            raise ValueError('memory_fit: host %s reports no usable GPU memory figure (%r); check nvidia-smi and '
-                             '/proc/meminfo there' % (host, sizes))
-        node_mib[host] = sum(sizes)
+    node_mib = _node_memory_mib(gpu_infos, 'memory_fit')
     smallest = min(node_mib, key=lambda h: (node_mib[h], h))
     node_bytes = node_mib[smallest] * MIB
     per_node = node_bytes * fraction
@@ -1344,4 +1358,75 @@ def plan_memory_fit(weights_bytes, gpu_infos, fraction):
             '%d nodes like these (tensor parallel over %d), or pick a smaller or quantized model, or raise '
             "sglang_server_args['mem-fraction-static'] if the KV cache can make do with less"
             % (result['weights_gb'], sums, needed, needed))
+    return result
+
+
+# ---- memory reserve ---------------------------------------------------------------------------------------------
+
+RESERVE_VAR = 'sglang_server_memory_reserve_gib'
+FRACTION_VAR = "sglang_server_args['mem-fraction-static']"
+# SGLang 0.5.23 picks mem-fraction-static itself when none is set: (GPU memory - reserved) / GPU memory, reserved being
+# at least 10 GiB on a GPU of more than 60 GiB (handle_gpu_memory_settings in sglang/srt/arg_groups/memory_hook.py).
+SGLANG_AUTO_LEAVES_GIB = 10
+SGLANG_AUTO_FLOOR_ABOVE_GIB = 60
+
+
+def _check_memory_reserve(ctx):
+    """The form of sglang_server_memory_reserve_gib, before any host is contacted (its fit needs the probes)."""
+    value = ctx.values[RESERVE_VAR]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        ctx.add(problem('memory-reserve-invalid', RESERVE_VAR, 'is %r, not a number of GiB (0 or more)' % (value,),
+                        'write the GiB of each node that SGLang must leave to everything else, e.g. %s'
+                        % DEFAULTS[RESERVE_VAR], ctx.where, ctx.names))
+
+
+def plan_memory_reserve(gpu_infos, fraction, reserve_gib):
+    """Whether SGLang's static pool, ``mem-fraction-static`` x node memory, leaves ``reserve_gib`` on every node.
+
+    ``gpu_infos`` as for plan_memory_fit; ``fraction`` None when sglang_server_args sets none (SGLang then picks one,
+    which leaves at least 10 GiB on a node of more than 60 GiB: a warning when that is below the reserve). Returns
+    ``{'nodes': {host: {node_gib, static_gib, left_gib, max_fraction}}, 'reserve_gib', 'fraction', 'problems'}``: one
+    error naming the hosts that the fraction leaves short, with the highest fraction that fits them all. Raises
+    ValueError for input it cannot use.
+    """
+    if isinstance(reserve_gib, bool) or not isinstance(reserve_gib, (int, float)) or reserve_gib < 0:
+        raise ValueError('memory_reserve: %s must be a number of GiB >= 0, got %r' % (RESERVE_VAR, reserve_gib))
+    if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+                                 or not 0 < fraction <= 1):
+        raise ValueError('memory_reserve: mem-fraction-static must be a number in (0, 1], got %r' % (fraction,))
+    gib = {host: mib * MIB / GIB for host, mib in _node_memory_mib(gpu_infos, 'memory_reserve').items()}
+    # Floored to 2 decimals: a fraction written with 2 decimals at or below it leaves the reserve.
+    most = {host: max(0.0, math.floor((1 - reserve_gib / size) * 100 + 1e-9) / 100) for host, size in gib.items()}
+    nodes = {host: {'node_gib': round(size, 1),
+                    'static_gib': None if fraction is None else round(size * fraction, 1),
+                    'left_gib': None if fraction is None else round(size * (1 - fraction), 1),
+                    'max_fraction': most[host]} for host, size in gib.items()}
+    result = {'nodes': nodes, 'reserve_gib': reserve_gib, 'fraction': fraction, 'problems': []}
+    highest = min(most.values())
+    if fraction is None:
+        big = [h for h in gib if gib[h] > SGLANG_AUTO_FLOOR_ABOVE_GIB]
+        unsure = sorted(h for h in gib if h not in big or reserve_gib > SGLANG_AUTO_LEAVES_GIB)
+        if unsure:
+            leaves = 'as little as %d GiB' % SGLANG_AUTO_LEAVES_GIB if set(unsure) <= set(big) else 'an amount it sizes'
+            result['problems'].append(warning(
+                'memory-fraction-auto', FRACTION_VAR,
+                'is not set: SGLang 0.5.23 then picks one from the GPU memory, which leaves %s beside its weights and '
+                'KV cache, less than %s (%s GiB)' % (leaves, RESERVE_VAR, reserve_gib),
+                'set mem-fraction-static to %.2f or less in sglang_server_args' % highest, hosts_text(unsure), unsure))
+        return result
+    short = sorted(h for h in gib if gib[h] * (1 - fraction) < reserve_gib - 1e-9)
+    if short:
+        worst = min(short, key=lambda h: (gib[h], h))
+        fix = ('lower mem-fraction-static to %.2f or less' % highest if highest > 0
+               else 'run SGLang on nodes with more than %s GiB of memory' % reserve_gib)
+        figures = (fraction, gib[worst], worst, gib[worst] * fraction, gib[worst] * (1 - fraction), RESERVE_VAR,
+                   reserve_gib)
+        result['problems'].append(problem(
+            'memory-reserve-short', FRACTION_VAR,
+            '%s x %.1f GiB (%s) = %.1f GiB for SGLang\'s weights and KV cache leaves %.2f GiB, less than %s (%s GiB) '
+            'for SGLang\'s activations, the OS and earlyoom\'s margin; a GB10 that runs out of its unified memory can '
+            'freeze until a hard reset' % figures,
+            '%s, or lower %s to %.1f (and give up that headroom)' % (
+                fix, RESERVE_VAR, math.floor(gib[worst] * (1 - fraction) * 10) / 10),
+            hosts_text(short), short))
     return result

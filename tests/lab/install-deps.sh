@@ -4,8 +4,9 @@
 set -euo pipefail
 
 # docker-registry: the lab's registry (the CNCF distribution registry), which lab.py runs in the lab's own namespace.
+# lxcfs: the per-machine /proc/meminfo of `lab.py up --memory-max` (make memory-test).
 packages=(systemd-container debootstrap iproute2 nftables openssh-client netcat-openbsd python3 python3-venv
-          docker-registry)
+          docker-registry lxcfs)
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps.sh: run as root (apt-get install needs it)" >&2

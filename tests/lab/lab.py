@@ -32,6 +32,8 @@ bind-mounts it read-only into every machine at the same path: the gloo all-reduc
 A machine that reboots (`systemctl reboot` inside it, Ansible's reboot module) comes back: a
 supervisor runs its nspawn again, on the same disk, with a network namespace made anew.
 `up --network-manager`: the management port belongs to the machine's own NetworkManager, as on DGX OS.
+`up --memory-max SIZE`: each machine gets a hard memory limit (a cgroup of its own) and sees it as its memory
+(/proc/meminfo from lxcfs, run by lab.py under the lab dir): memory-pressure tests that cannot touch the host.
 
 The lab's registry (Debian's docker-registry) runs in the controller namespace and stands in for Docker Hub: `up`
 pushes the lab's SGLang image into it under the pinned name, and the machines' Docker pulls it through its
@@ -1554,6 +1556,165 @@ def driverless_mark(i, wanted):
         marker.unlink(missing_ok=True)
 
 
+# --------------------------------------------------------------------------- memory-limited machines
+
+# `up --memory-max SIZE`: each machine runs in a memory cgroup of its own (cgroup v1's memory controller, nested under
+# the cgroup lab.py runs in) with that hard limit, and sees the limit as its memory: inside nspawn /proc/meminfo is the
+# host's, so lxcfs (Debian's package, run by lab.py under the lab dir) serves a meminfo computed from the reader's
+# memory cgroup, bind-mounted over the machine's /proc/meminfo. earlyoom, free and gpu_info then read the limit. A
+# memory hog in such a machine can never take the host's memory: past the limit the kernel's OOM killer acts inside
+# that cgroup only.
+MEMCG_ROOT = Path("/sys/fs/cgroup/memory")
+MEMCG_PARENT_FILE = "memory-cgroup-parent"
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
+MEMORY_MAX_MIN = 256 * 1024 ** 2   # below this a booted machine (systemd, journald, sshd) does not fit
+
+
+def parse_size(text):
+    """Bytes from ``1536M``, ``1.5G``, ``1GiB`` or a plain number of bytes (binary units)."""
+    m = _SIZE.match(str(text))
+    if not m:
+        raise LabError("--memory-max %r: not a size (write e.g. 1536M or 1.5G)" % (text,))
+    size = int(float(m.group(1)) * 1024 ** " KMGT".index((m.group(2) or " ").upper()))
+    if size < MEMORY_MAX_MIN:
+        raise LabError("--memory-max %s: below %d MiB, a machine does not boot in it" % (text, MEMORY_MAX_MIN // 1024 ** 2))
+    return size
+
+
+def memory_max(i):
+    """The machine's memory limit in bytes, or None (set by `up --memory-max`, kept in <node dir>/memory-max)."""
+    return read_pid(node_dir(i) / "memory-max")
+
+
+def set_memory_max(i, size):
+    marker = node_dir(i) / "memory-max"
+    if size:
+        node_dir(i).mkdir(parents=True, exist_ok=True)
+        marker.write_text("%d\n" % size)
+    else:
+        marker.unlink(missing_ok=True)
+
+
+def memcg_parent():
+    """The v1 memory cgroup the lab's ones nest in: recorded at the first `up --memory-max`, else lab.py's own."""
+    recorded = LAB_DIR / MEMCG_PARENT_FILE
+    if recorded.is_file():
+        return recorded.read_text().strip()
+    with open("/proc/self/cgroup") as fh:
+        for line in fh:
+            _num, controllers, path = line.rstrip("\n").split(":", 2)
+            if "memory" in controllers.split(","):
+                return path
+    return None
+
+
+def memcg_dirs(i=None):
+    """The lab's (or machine i's) v1 memory cgroup, where `up --memory-max` made one."""
+    recorded = LAB_DIR / MEMCG_PARENT_FILE
+    if not recorded.is_file():
+        return []
+    base = MEMCG_ROOT / recorded.read_text().strip().lstrip("/") / CGROUP_NAME
+    return [base if i is None else base / node_name(i)]
+
+
+def prepare_memcg(i):
+    """Machine i's memory cgroup with its limit (swap included, where the kernel accounts swap)."""
+    size = memory_max(i)
+    parent = memcg_parent()
+    if not (MEMCG_ROOT / "cgroup.procs").is_file() or parent is None:
+        raise LabError("--memory-max needs cgroup v1's memory controller at %s (this host has none)" % MEMCG_ROOT)
+    recorded = LAB_DIR / MEMCG_PARENT_FILE
+    if not recorded.is_file():
+        recorded.write_text(parent + "\n")
+    d = memcg_dirs(i)[0]
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "memory.limit_in_bytes").write_text("%d\n" % size)
+    if (d / "memory.memsw.limit_in_bytes").is_file():
+        (d / "memory.memsw.limit_in_bytes").write_text("%d\n" % size)
+    return d
+
+
+def memcg_oom_kills(i):
+    """How often the kernel's OOM killer acted in machine i's memory cgroup (None without one)."""
+    for d in memcg_dirs(i):
+        try:
+            text = (d / "memory.oom_control").read_text()
+        except OSError:
+            return None
+        found = re.search(r"^oom_kill (\d+)$", text, re.M)
+        return int(found.group(1)) if found else None
+    return None
+
+
+def lxcfs_dir():
+    return LAB_DIR / "lxcfs"
+
+
+def lxcfs_pid():
+    pid = read_pid(LAB_DIR / "lxcfs.pid")
+    if pid and pid_alive(pid) and any(b"lxcfs" in a for a in proc_cmdline(pid)[:1]):
+        return pid
+    return None
+
+
+def ensure_lxcfs():
+    """lxcfs on <labdir>/lxcfs (its own instance, not the package's), started once; `down` stops it."""
+    mount = lxcfs_dir()
+    if lxcfs_pid() and (mount / "proc/meminfo").is_file():
+        return
+    require_tools(["lxcfs"])
+    stop_lxcfs()
+    mount.mkdir(parents=True, exist_ok=True)
+    logf = open(LAB_DIR / "lxcfs.log", "ab")
+    # --disable-swap: the machines have no swap of their own (memsw limit = memory limit); lxcfs 5.0.3 computes
+    # SwapFree = 0 - (memsw usage - memory usage) there, which wraps around (18446744073709551360 kB, measured), and
+    # earlyoom 1.7 exits on it ("get_entry: strtol() failed: Numerical result out of range").
+    p = subprocess.Popen(["lxcfs", "--foreground", "--disable-swap", "--pidfile", str(LAB_DIR / "lxcfs.pid"), str(mount)],
+                         stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True, close_fds=True)
+    logf.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            raise LabError("lxcfs exited (rc=%s); %s ends with:\n%s" % (
+                p.returncode, LAB_DIR / "lxcfs.log", (LAB_DIR / "lxcfs.log").read_text(errors="replace")[-2000:]))
+        if is_mountpoint(mount) and (mount / "proc/meminfo").is_file():
+            return
+        time.sleep(0.05)
+    raise LabError("lxcfs did not mount %s within 10 s; see %s" % (mount, LAB_DIR / "lxcfs.log"))
+
+
+def stop_lxcfs():
+    """SIGTERM (lxcfs unmounts itself), then whatever mount is left is unmounted."""
+    pid = lxcfs_pid()
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if pid_alive(pid):
+            kill_all([pid])
+    (LAB_DIR / "lxcfs.pid").unlink(missing_ok=True)
+    if is_mountpoint(lxcfs_dir()):
+        if run(["umount", str(lxcfs_dir())], check=False).returncode != 0:
+            run(["umount", "-l", str(lxcfs_dir())], check=False)
+
+
+LXCFS_IN_NODE = "/usr/share/dgxspark-lab/lxcfs-proc"
+
+
+def memory_nspawn_args(i):
+    """The machine's own /proc/meminfo (lxcfs's view of its memory cgroup), read-only over the host's.
+
+    Two binds: nspawn makes a bind onto /proc inside the machine, after /proc is mounted there, and so resolves its
+    source inside the machine too (a host path fails: "Failed to stat ...: No such file or directory"). lxcfs's proc
+    folder is bound into the machine first, and /proc/meminfo from there.
+    """
+    if not memory_max(i):
+        return []
+    return ["--bind-ro=%s:%s" % (lxcfs_dir() / "proc", LXCFS_IN_NODE),
+            "--bind-ro=%s/meminfo:/proc/meminfo" % LXCFS_IN_NODE]
+
+
 # --------------------------------------------------------------------------- machines
 
 def ensure_key():
@@ -1634,7 +1795,7 @@ def start_node(i, torch=False):
             "--system-call-filter=@keyring bpf", "--capability=CAP_SYS_ADMIN,CAP_BPF,CAP_NET_ADMIN",
             # The checkout, read-only: the lab's SGLang stand-in runs from tests/lab/sglang_standin
             # there, with SGLang's wheel from the torch venv.
-            "--bind-ro=%s:%s" % (REPO, STANDIN_MOUNT)]
+            "--bind-ro=%s:%s" % (REPO, STANDIN_MOUNT)] + memory_nspawn_args(i)
     # Not added: CAP_SYS_RESOURCE. The host itself runs without it, so no machine can have it: a container's hard
     # limits cannot be raised here (`docker run --ulimit memlock=-1` fails with `error setting rlimit type 8: operation
     # not permitted`; the machines' memlock hard limit is the host's 8 MiB), hence sglang_server_container_ulimits in
@@ -1736,7 +1897,7 @@ def stop_nodes(indices):
         if merged.exists() and not is_mountpoint(merged):
             for sub in ("upper", "work"):
                 shutil.rmtree(node_dir(i) / sub, ignore_errors=True)
-        for cg in cgroup_dirs(i):
+        for cg in cgroup_dirs(i) + memcg_dirs(i):
             rmdir_tree(cg)
         for f in ("nspawn.pid", "supervisor.pid", "boots"):
             (node_dir(i) / f).unlink(missing_ok=True)
@@ -1840,6 +2001,10 @@ def run_machine(i):
     argv = json.loads((node_dir(i) / "nspawn.json").read_text())
     env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
     cgdirs = cgroup_dirs(i)
+    if memory_max(i):
+        # Its limit holds for everything the machine runs: systemd inside cannot move a process out of it (the v1
+        # memory hierarchy is not mounted in the machine).
+        cgdirs = cgdirs + [prepare_memcg(i)]
     state = {"stopping": False, "child": None}
 
     def on_term(_sig, _frame):
@@ -2043,6 +2208,7 @@ def cmd_up(args):
     network_manager = bool(getattr(args, "network_manager", False))
     if network_manager:
         build_nm_layer()
+    mem_max = parse_size(args.memory_max) if getattr(args, "memory_max", None) else None
     LAB_DIR.mkdir(parents=True, exist_ok=True)
     pubkey = ensure_key()
     extra = [i for i in known_nodes() if i > n]
@@ -2072,6 +2238,9 @@ def cmd_up(args):
             log("%s runs %s the GPU stand-in: restarting it (pristine)" % (
                 node_name(i), "with" if driverless_wanted(args) else "without"))
             stop_nodes([i])
+        if nspawn_pid(i) and memory_max(i) != mem_max:
+            log("%s: restarting it (pristine) with memory limit %s" % (node_name(i), mem_max or "none"))
+            stop_nodes([i])
         if nspawn_pid(i):
             ensure_node_net(i)
             continue
@@ -2080,6 +2249,9 @@ def cmd_up(args):
         ensure_node_net(i)
         prepare_node(i, n, pubkey, driverless_wanted(args))
         driverless_mark(i, driverless_wanted(args))
+        set_memory_max(i, mem_max)
+        if mem_max:
+            ensure_lxcfs()
         if network_manager:
             prepare_node_network_manager(i)
         start_node(i, torch)
@@ -2102,6 +2274,7 @@ def cmd_down(args):
     t0 = time.monotonic()
     nodes = known_nodes()
     stop_nodes(nodes)
+    stop_lxcfs()
     pid = proxy_pid()
     if pid:
         os.kill(pid, signal.SIGTERM)
@@ -2120,8 +2293,10 @@ def cmd_down(args):
     for mp in lab_mounts():
         if run(["umount", mp], check=False).returncode != 0:
             run(["umount", "-l", mp], check=False)
-    for cg in cgroup_dirs():
+    for cg in cgroup_dirs() + memcg_dirs():
         rmdir_tree(cg)
+    if not any(c.exists() for c in memcg_dirs()):
+        (LAB_DIR / MEMCG_PARENT_FILE).unlink(missing_ok=True)
     flag = LAB_DIR / "run-netns-mounted-by-lab"
     if flag.exists():
         if not any(Path("/run/netns").glob("*")) and is_mountpoint("/run/netns"):
@@ -2139,7 +2314,7 @@ def cmd_down(args):
         if lab_mounts():
             raise LabError("mounts remain under %s: %s" % (LAB_DIR, lab_mounts()))
         shutil.rmtree(LAB_DIR)
-    left = lab_netns() + lab_mounts() + [str(c) for c in cgroup_dirs() if c.exists()]
+    left = lab_netns() + lab_mounts() + [str(c) for c in cgroup_dirs() + memcg_dirs() if c.exists()]
     if left:
         raise LabError("down left these behind: %s" % ", ".join(left))
     log("down in %.1f s (%d machine(s))%s" % (time.monotonic() - t0, len(nodes), "; cache purged" if args.purge else ""))
@@ -2174,6 +2349,8 @@ def cmd_status(_args):
         state = "running" if i in up else "stopped"
         if i in up and (node_dir(i) / "driverless").exists():
             addrs = "driverless; " + addrs
+        if i in up and memory_max(i):
+            addrs = "memory max %d MiB; %s" % (memory_max(i) // 1024 ** 2, addrs)
         ssh = "ssh ok" if i in up and i not in missing else "ssh down"
         print("%s  %-15s %-8s %-8s %s" % (node_name(i), node_ip(i), state, ssh, addrs))
 
@@ -2197,6 +2374,9 @@ def main(argv=None):
     p.add_argument("--driverless", action="store_true",
                    help="machines without the stand-in nvidia-smi: hosts with no NVIDIA driver installed "
                         "(running machines made otherwise are restarted, pristine)")
+    p.add_argument("--memory-max", metavar="SIZE", default=None,
+                   help="a hard memory limit per machine (e.g. 1536M), seen as its memory in /proc/meminfo (lxcfs); "
+                        "running machines made otherwise are restarted, pristine")
     p.add_argument("--inventory", type=Path, default=None,
                    help="folder to write hosts.yml + group_vars into (default: inventories/lab for N=2, "
                         "else $DGXSPARK_LAB_DIR/inventory-N)")

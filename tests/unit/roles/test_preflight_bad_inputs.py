@@ -117,6 +117,8 @@ CASES = [
     ('model-revision-with-a-space', {'sglang_server_model_revision': 'main branch'}, {}, ['model-revision-invalid'],
      'sglang_server_model_revision'),
     ('model-size-negative', {'sglang_server_model_size_gb': -5}, {}, ['model-size-invalid'], 'sglang_server_model_size_gb'),
+    ('memory-reserve-not-a-number', {'sglang_server_memory_reserve_gib': '16 GiB'}, {}, ['memory-reserve-invalid'],
+     'sglang_server_memory_reserve_gib'),
     ('model-source-unknown', {'spark_model_source_host': 'spark-09'}, {}, ['model-source-unknown'], 'spark_model_source_host'),
     ('hf-token-placeholder', {'sglang_server_hf_token': '<your-hf-token>'}, {}, ['secret-placeholder'], 'sglang_server_hf_token'),
     ('hf-token-with-a-space', {'sglang_server_hf_token': 'hf_abc def'}, {}, ['secret-invalid'], 'sglang_server_hf_token'),

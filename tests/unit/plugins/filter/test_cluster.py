@@ -55,7 +55,7 @@ def _tagged(value):
 
 def test_filter_module_exposes_the_filters():
     assert set(FILTERS) == {'cluster_check', 'cluster_inputs', 'cluster_plan', 'cluster_plan_probed', 'cluster_problems',
-                            'cx7_twin', 'memory_fit'}
+                            'cx7_twin', 'memory_fit', 'memory_reserve'}
     assert all(callable(f) for f in FILTERS.values())
     assert FILTERS['cluster_plan'](describe(2))['groups']['spark']['head'] == 'spark-01'
 
@@ -260,3 +260,18 @@ def test_memory_fit_filter_wraps_errors():
     with pytest.raises(AnsibleFilterError, match='mem-fraction-static'):
         FILTERS['memory_fit'](1, gb10, 2)
     assert cluster.memory_fit is FILTERS['memory_fit']
+
+
+def test_memory_reserve_filter_adds_one_message_of_the_errors_and_wraps_bad_input():
+    gb10 = {'spark-%02d' % i: {'gpus': [{'name': 'NVIDIA GB10', 'memory_total_mib': 124610}]} for i in (1, 2)}
+    short = FILTERS['memory_reserve'](_tagged(gb10), _tagged(0.9), _tagged(16))
+    assert [p['code'] for p in short['problems']] == ['memory-reserve-short']
+    assert short['message'].startswith('The memory reserve has 1 problem:')
+    assert short['message'].endswith('[memory-reserve-short]')
+    # A warning (no fraction set) is in the problems, not in the message that fails the run.
+    unset = FILTERS['memory_reserve'](gb10, None, 16)
+    assert [p['severity'] for p in unset['problems']] == ['warning'] and unset['message'] == ''
+    assert FILTERS['memory_reserve'](gb10, 0.8, 16)['message'] == ''
+    with pytest.raises(AnsibleFilterError, match='sglang_server_memory_reserve_gib'):
+        FILTERS['memory_reserve'](gb10, 0.8, -1)
+    assert cluster.memory_reserve is FILTERS['memory_reserve']
