@@ -93,7 +93,7 @@ def cluster_problems(description):
 
 
 def cluster_plan_probed(plan, gpu_results, cx7_results, allow_missing_driver=False, fail_on_missing_interface=True,
-                        nccl_settings=None, strict=True):
+                        nccl_settings=None, strict=True, staging_results=None, hub=None, has_token=False):
     """Filter: ``{plan, problems, message}``: the plan completed with every node's gpu_info and connectx_info result
     (host -> registered result; a host without one was not probed), checked again."""
     gpu_results, cx7_results = plain(gpu_results) or {}, plain(cx7_results) or {}
@@ -101,7 +101,8 @@ def cluster_plan_probed(plan, gpu_results, cx7_results, allow_missing_driver=Fal
     try:
         done = complete_plan(plain(plan), probes, allow_missing_driver=bool(allow_missing_driver),
                              fail_on_missing_interface=bool(fail_on_missing_interface),
-                             nccl_settings=plain(nccl_settings), strict=bool(strict))
+                             nccl_settings=plain(nccl_settings), strict=bool(strict),
+                             staging=plain(staging_results), hub=plain(hub) or None, has_token=bool(has_token))
     except ProblemsError as exc:
         return _result(exc.problems, None, exc.subject)
     return {'plan': done, 'problems': done['problems'], 'message': ''}

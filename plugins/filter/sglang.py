@@ -56,11 +56,11 @@ def sglang_args(args):
 
 
 def sglang_launch_argv(model, nnodes=1, node_rank=0, dist_init_addr=None, tp_size=1, host='127.0.0.1', port=30000,
-                       extra=None, config_file=None):
+                       extra=None, config_file=None, revision=None):
     """The full launch_server argument list of one node; fails listing every problem."""
     try:
         argv = launch_argv(model, nnodes=nnodes, node_rank=node_rank, dist_init_addr=dist_init_addr, tp_size=tp_size,
-                           host=host, port=port, extra=extra, config_file=config_file)
+                           host=host, port=port, extra=extra, config_file=config_file, revision=revision or None)
     except ValueError as exc:
         raise AnsibleFilterError(str(exc)) from None
     _warn('sglang_launch_argv', extra)

@@ -59,6 +59,7 @@ from ansible_collections.dgxspark.sglang.plugins.module_utils._sglang import (
     lookup as sglang_flag,
     validate_server_args,
 )
+from ansible_collections.dgxspark.sglang.plugins.module_utils._staging import RECORD_NAME, read_hub, stage_model
 
 SCHEMA = 1
 
@@ -78,11 +79,17 @@ DEFAULTS = {
     'spark_dist_init_port': 20000,
     'spark_allowed_cidrs': [],
     'spark_model_source_host': None,
+    'spark_hf_endpoint': 'https://huggingface.co',
+    'spark_http_proxy': None,
+    'spark_https_proxy': None,
+    'spark_no_proxy': None,
     'cx7_network_mtu': 9000,
     'nccl_env_file': '/etc/sglang/nccl.env',
     'sglang_server_model': None,
     'sglang_server_model_revision': None,
     'sglang_server_model_size_gb': None,
+    'sglang_server_model_refresh': False,
+    'sglang_server_cache_dir': '/var/lib/sglang/huggingface',
     # GiB of each node's memory that SGLang's static pool (mem-fraction-static) must leave to everything else: SGLang's
     # own activations and CUDA graphs (SGLang 0.5.23 keeps at least 10 GiB for them on a GPU of more than 60 GiB when it
     # picks the fraction itself), the OS's growth, and earlyoom's margin (memory_guard: 5% of a GB10's 121.7 GiB, 6.1
@@ -95,6 +102,7 @@ DEFAULTS = {
     'sglang_server_port': 30000,
     'sglang_server_runtime': 'container',
     'sglang_server_image': 'lmsysorg/sglang:v0.5.23-cu130',
+    'sglang_server_image_size_gb': 40,
     'sglang_server_container_volumes': [],
     'sglang_server_container_ulimits': dict(DEFAULT_ULIMITS),
     'sglang_server_native_python': '/opt/sglang/venv/bin/python',
@@ -137,6 +145,7 @@ _VOLUME = re.compile(r'^(/[^:\s]*|[A-Za-z0-9][A-Za-z0-9_.-]*):/[^:\s]*(:[a-zA-Z,
 ULIMIT_NAMES = ('core', 'cpu', 'data', 'fsize', 'locks', 'memlock', 'msgqueue', 'nice', 'nofile', 'nproc', 'rss',
                 'rtprio', 'rttime', 'sigpending', 'stack')
 _ULIMIT_VALUE = re.compile(r'^-?[0-9]+(:-?[0-9]+)?$')
+_URL = re.compile(r'^https?://[^\s/]+(/\S*)?$')
 _HF_ID = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$')
 
 
@@ -518,7 +527,7 @@ def _check_cidrs(ctx):
 
 
 def _check_paths_and_names(ctx):
-    for var in ('nccl_env_file', 'sglang_server_config_dir', 'sglang_server_native_python'):
+    for var in ('nccl_env_file', 'sglang_server_config_dir', 'sglang_server_native_python', 'sglang_server_cache_dir'):
         value = ctx.values[var]
         if not isinstance(value, str) or not value.startswith('/') or '\n' in value:
             ctx.add(problem('path-invalid', var, 'is %r, not an absolute path' % (value,),
@@ -543,6 +552,46 @@ def _check_paths_and_names(ctx):
     if not isinstance(host, str) or (host not in WILDCARDS and _parse_ip(host)[0] is None):
         ctx.add(problem('listen-address-invalid', 'sglang_server_host', 'is %r, not an address to listen on' % (host,),
                         'write 0.0.0.0 (every address) or one address of the node', ctx.where, ctx.names))
+
+
+def _check_staging_inputs(ctx):
+    """The hub's address, the proxies (URLs or unset), the refresh switch and the image size estimate."""
+    for var in ('spark_hf_endpoint', 'spark_http_proxy', 'spark_https_proxy'):
+        value = ctx.values[var]
+        if value is None and var != 'spark_hf_endpoint':
+            continue
+        if not isinstance(value, str) or not _URL.match(value):
+            ctx.add(problem('url-invalid', var, 'is %r, not an http(s) URL' % (value,),
+                            'write e.g. %s' % ('https://huggingface.co' if var == 'spark_hf_endpoint'
+                                               else 'http://proxy.example.com:3128'), ctx.where, ctx.names))
+    no_proxy = ctx.values['spark_no_proxy']
+    if no_proxy is not None and not (isinstance(no_proxy, str) or (
+            isinstance(no_proxy, list) and all(isinstance(x, str) for x in no_proxy))):
+        ctx.add(problem('no-proxy-invalid', 'spark_no_proxy', 'is %r, not a list of hosts or domains' % (no_proxy,),
+                        'write e.g. [.example.com, 10.0.0.0/8]', ctx.where, ctx.names))
+    if not isinstance(ctx.values['sglang_server_model_refresh'], bool):
+        ctx.add(problem('refresh-invalid', 'sglang_server_model_refresh', 'is %r, not true or false'
+                        % (ctx.values['sglang_server_model_refresh'],), 'write true to ask the hub for the newest commit '
+                        'of the branch again, false (default) to keep the recorded one', ctx.where, ctx.names))
+    size = ctx.values['sglang_server_image_size_gb']
+    if isinstance(size, bool) or not isinstance(size, (int, float)) or size <= 0:
+        ctx.add(problem('image-size-invalid', 'sglang_server_image_size_gb', 'is %r, not a size in GB' % (size,),
+                        'write the size the image takes on disk, e.g. 40', ctx.where, ctx.names))
+
+
+def proxy_env(values, subnets=()):
+    """The proxy variables for what reaches the internet (the hub, a registry), both spellings that tools read;
+    the CX7 subnets and loopback are never proxied."""
+    env = {}
+    for var, name in (('spark_http_proxy', 'http_proxy'), ('spark_https_proxy', 'https_proxy')):
+        if values.get(var):
+            env[name] = env[name.upper()] = values[var]
+    if env:
+        extra = values.get('spark_no_proxy') or []
+        extra = [x.strip() for x in extra.split(',')] if isinstance(extra, str) else list(extra)
+        skip = ','.join(x for x in ['localhost', '127.0.0.1'] + list(subnets) + extra if x)
+        env['no_proxy'] = env['NO_PROXY'] = skip
+    return env
 
 
 def _check_volumes(ctx):
@@ -618,6 +667,13 @@ def _check_model(ctx):
         'served_name': served if isinstance(served, str) and served.strip() else path,
         'source_host': source,
         'size_gb': size,
+        # Pinned at stage probed (plugins/module_utils/_staging.py): from the nodes' record or the hub's answer.
+        'requested': None,
+        'commit': None,
+        'files': None,
+        'bytes': None,
+        'weights_bytes': None,
+        'pinned_by': None,
     }
 
 
@@ -962,6 +1018,7 @@ def check_description(description):
     mtu, speed, topology = _check_link_settings(ctx)
     cidrs = _check_cidrs(ctx)
     _check_paths_and_names(ctx)
+    _check_staging_inputs(ctx)
     model = _check_model(ctx)
     _check_memory_reserve(ctx)
     _check_secrets(ctx)
@@ -999,6 +1056,7 @@ def _assemble(ctx, order, interfaces, nets, addresses, model, gpus, tp, pp, dist
             'next': order[(rank + 1) % nnodes],
             'probe': None,
             'nccl_env': None,
+            'staging': None,
         }
     server_args = values['sglang_server_args'] or {}
     scheme = 'https' if 'ssl-certfile' in server_args or 'ssl_certfile' in server_args else 'http'
@@ -1022,12 +1080,17 @@ def _assemble(ctx, order, interfaces, nets, addresses, model, gpus, tp, pp, dist
         'head_url': head_url,
         'service': values['sglang_server_service_name'],
         'config_dir': values['sglang_server_config_dir'].rstrip('/') or '/',
+        'record': (values['sglang_server_config_dir'].rstrip('/') or '') + '/' + RECORD_NAME,
+        'cache_dir': values['sglang_server_cache_dir'].rstrip('/') or '/',
+        'image_size_gb': values['sglang_server_image_size_gb'],
+        'model_refresh': values['sglang_server_model_refresh'],
         'runtime': values['sglang_server_runtime'],
         'image': values['sglang_server_image'],
         'container_volumes': list(values['sglang_server_container_volumes']),
         'container_ulimits': dict(values['sglang_server_container_ulimits']),
         'python': values['sglang_server_native_python'],
         'model': model,
+        'image_pin': None,
         'memory_reserve_gib': values['sglang_server_memory_reserve_gib'],
         'server_args': {k: v for k, v in server_args.items() if k not in TP_KEYS},
     }
@@ -1042,6 +1105,8 @@ def _assemble(ctx, order, interfaces, nets, addresses, model, gpus, tp, pp, dist
         'expected_speed_mbps': speed,
         'nccl_env_file': values['nccl_env_file'],
         'allowed_cidrs': cidrs,
+        'hf_endpoint': values['spark_hf_endpoint'].rstrip('/'),
+        'proxy_env': proxy_env(values, [str(n) for n in nets]),
         'groups': {ctx.cluster: group},
         'nodes': nodes,
         'problems': [p for p in ctx.problems if p['severity'] == 'warning'],
@@ -1271,11 +1336,13 @@ def _dedupe(problems):
 
 
 def complete_plan(plan, probes, allow_missing_driver=False, fail_on_missing_interface=True, expected_gpus=None,
-                  nccl_settings=None, strict=True):
+                  nccl_settings=None, strict=True, staging=None, hub=None, has_token=False):
     """The plan at stage ``probed``: every node's probe added, and the checks that need the nodes run.
 
     ``probes`` maps each host of the plan to ``{'gpu': gpu_info result, 'cx7': connectx_info result}``
-    (results registered with ``failed_when: false``). ``allow_missing_driver``: the run installs the driver
+    (results registered with ``failed_when: false``). ``staging``: host -> staging_info result, ``hub``: preflight's
+    hub answers (None when the record pinned the model), ``has_token``: whether a Hugging Face token is set; with
+    them the model and image are pinned and what each node lacks is planned. ``allow_missing_driver``: the run installs the driver
     (nvidia_driver in install mode), so "no driver yet" is a node state, not a problem. ``nccl_settings``:
     ``{'extra', 'deliberate', 'debug', 'ib_disable'}`` to check against the RDMA devices found. With ``strict``,
     errors raise ProblemsError; otherwise they are kept in ``problems`` (verify reports them).
@@ -1291,6 +1358,8 @@ def complete_plan(plan, probes, allow_missing_driver=False, fail_on_missing_inte
     nccl_problems, envs = _nccl_envs(plan, nccl_settings)
     problems = (_driver_problems(plan, allow_missing_driver, expected) + _link_problems(plan, fail_on_missing_interface)
                 + _readdress_problems(plan) + nccl_problems)
+    if staging is not None:
+        problems += _staging_problems(plan, staging, hub, has_token)
     if strict and errors(problems):
         raise ProblemsError(errors(problems), 'The probed cluster')
     for name, node in plan['nodes'].items():
@@ -1298,6 +1367,24 @@ def complete_plan(plan, probes, allow_missing_driver=False, fail_on_missing_inte
     plan['stage'] = 'probed'
     plan['problems'] = plan.get('problems', []) + problems
     return plan
+
+
+def _staging_problems(plan, staging, hub, has_token):
+    """Pin the group's model and image, note what each node lacks (``node['staging']``) and check the disks."""
+    group = next(iter(plan['groups'].values()))
+    infos = {name: (info if isinstance(info, dict) and not info.get('failed') else {})
+             for name, info in (staging or {}).items()}
+    source = group['model']['source_host']
+    manifest, problems = read_hub(group['model'], hub, has_token, source)
+    model, image, needs, more = stage_model(group, infos, manifest, group['model_refresh'],
+                                            group['image_size_gb'] * GB)
+    if problems:
+        more = [p for p in more if p['code'] != 'model-not-pinned']
+    group['model'] = model
+    group['image_pin'] = image
+    for name in group['hosts']:
+        plan['nodes'][name]['staging'] = needs.get(name)
+    return problems + more
 
 
 # ---- memory fit --------------------------------------------------------------------------------------------

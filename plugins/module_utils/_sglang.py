@@ -78,6 +78,7 @@ CHOICE_HINTS = {
 # place that writes them.
 OWNED_FLAGS = {
     'model-path': 'sglang_server_model',
+    'revision': 'sglang_server_model_revision (preflight pins it to a commit; the staging role stages that commit)',
     'tp-size': 'sglang_server_tp_size',
     'nnodes': 'the size of the inventory group (the cluster plan computes it)',
     'node-rank': "the host's place in the inventory group (or spark_node_rank)",
@@ -573,12 +574,13 @@ _DIST_INIT_ADDR = re.compile(r'^(\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+):(\d{1,5})$')
 
 
 def launch_argv(model, nnodes=1, node_rank=0, dist_init_addr=None, tp_size=1, host='127.0.0.1', port=30000,
-                extra=None, config_file=None, catalog=None, aliases=None):
+                extra=None, config_file=None, catalog=None, aliases=None, revision=None):
     """The full argument list of ``python -m sglang.launch_server`` for one node (the program not included).
 
-    The one place that writes the flags the role owns (OWNED_FLAGS): --model-path, --tp-size, --nnodes,
-    --node-rank, --dist-init-addr (only when nnodes > 1), --host, --port and --config (the YAML file that
-    carries the API key, when given); then the validated extras of ``sglang_server_args``, sorted.
+    The one place that writes the flags the role owns (OWNED_FLAGS): --model-path, --revision (a Hugging Face
+    model's pinned commit, when given), --tp-size, --nnodes, --node-rank, --dist-init-addr (only when nnodes > 1),
+    --host, --port and --config (the YAML file that carries the API key, when given); then the validated extras of
+    ``sglang_server_args``, sorted.
     Raises ProblemsError (a ValueError) with every problem.
     """
     problems = []
@@ -621,9 +623,13 @@ def launch_argv(model, nnodes=1, node_rank=0, dist_init_addr=None, tp_size=1, ho
             problems.append(problem('sglang-tp-pp-not-divisible', 'sglang_server_tp_size', '--tp-size %d x --pp-size %d '
                                     'must be divisible by --nnodes %d' % (tp, pp, n),
                                     'use a --tp-size whose product with --pp-size is a multiple of %d' % n))
+    if revision is not None and not (isinstance(revision, str) and re.match(r'^[0-9a-f]{40}$', revision)):
+        problems.append(problem('sglang-bad-revision', 'sglang_server_model_revision', '--revision must be the commit '
+                                'hash the plan pinned, not %r' % (revision,), "pass the cluster plan's model.commit"))
     if problems:
         raise ProblemsError(problems, SUBJECT_LAUNCH)
-    argv = ['--model-path', model.strip(), '--tp-size', str(tp), '--nnodes', str(n), '--node-rank', str(rank)]
+    argv = ['--model-path', model.strip()] + (['--revision', revision] if revision else [])
+    argv += ['--tp-size', str(tp), '--nnodes', str(n), '--node-rank', str(rank)]
     if n > 1:
         argv += ['--dist-init-addr', dist_init_addr.strip()]
     argv += ['--host', host.strip(), '--port', str(p)]

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 import re
 import shlex
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -34,6 +36,23 @@ import pytest
 SSH_CONNECTIONS = ("ssh", "smart", "paramiko", "paramiko_ssh")
 _TMPDIRS: list[str] = []
 LAB_PY = Path(__file__).resolve().parents[1] / "lab" / "lab.py"
+ROOT = Path(__file__).resolve().parents[2]
+# A lab started with DGXSPARK_LAB_ID / DGXSPARK_LAB_DIR has its own inventory (`lab.py up` prints its path).
+INVENTORY = Path(os.environ.get("DGXSPARK_LAB_INVENTORY") or ROOT / "inventories" / "lab")
+
+
+def site_playbook(*extra):
+    """Run site.yml on the lab with EXTRA arguments; the API key where molecule's scenarios keep it."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    creds = "sglang_server_credentials_dir=%s" % (ROOT / "inventories" / "credentials" / "lab")
+    return subprocess.run(["ansible-playbook", "site.yml", "-i", str(INVENTORY), "-e", creds, *extra], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900, check=False)
+
+
+@pytest.fixture(name="site_playbook")
+def fixture_site_playbook():
+    """site_playbook(*extra): site.yml on the lab, as a subprocess result."""
+    return site_playbook
 
 
 @functools.lru_cache(maxsize=None)

@@ -19,6 +19,7 @@ namespace. See tests/lab/README.md.
     python3 tests/lab/lab.py registry                  start the lab's registry and push the images (up does it too)
     python3 tests/lab/lab.py registry-stats [--reset]  pulls counted by the registry, as JSON
     python3 tests/lab/lab.py serve DIR                 serve DIR over HTTP to the machines (until `down`)
+    python3 tests/lab/lab.py hub-stats [--reset]       what the Hugging Face hub stand-in served, as JSON
 
 `up --driverless` makes machines without the stand-in nvidia-smi: hosts with no NVIDIA driver, for the
 install paths of the driver and container runtime roles (tests/lab/standin_repos.py builds the apt
@@ -47,6 +48,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -60,6 +62,7 @@ import tarfile
 import threading
 import time
 import urllib.parse
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -105,6 +108,9 @@ CTL_IP = MGMT_NET + ".1"
 PROXY_PORT = 3142                # apt proxy for the machines, listening in dgxlab-ctl
 SERVE_PORT = 8080                # `lab.py serve DIR`: a folder over HTTP to the machines, in dgxlab-ctl
 REGISTRY_PORT = 5000             # the lab's registry (docker-registry), plain HTTP, in dgxlab-ctl
+HUB_PORT = 8090                  # the Hugging Face hub stand-in (spark_hf_endpoint of the lab inventory), in dgxlab-ctl
+HUB_TOKEN = "hf_dgxspark_lab_token"   # grants the gated repository below
+HUB_GATED_REPO = "dgxspark-lab/tiny-qwen2-gated"
 MGMT_BRIDGE = "mgmt"
 MGMT_IF = "enP7s7"               # the Spark's 10 GbE management port name (FACTS.md)
 CX7_IFS = ("enp1s0f1np1", "enP2p1s0f1np1")
@@ -120,7 +126,8 @@ SSH_WAIT_S = 60
 # Makefile) so that the stand-in for launch_server runs SGLang's own parser, address rule and message queue.
 # Pins come from the requirement files, their one home: these packages of requirements-dev.txt (installed with their
 # dependencies), then requirements-sglang.txt with --no-deps.
-DEV_PINS_FOR_SGLANG = ("torch", "numpy", "pillow", "pydantic", "attrs", "Pygments")
+# huggingface_hub: the client SGLang loads a hub model with (and the staging role downloads with), offline in the units.
+DEV_PINS_FOR_SGLANG = ("torch", "numpy", "pillow", "pydantic", "attrs", "Pygments", "huggingface_hub")
 SGLANG_REQUIREMENTS = REPO / "requirements-sglang.txt"
 TORCH_PYTHON = "/usr/bin/python3"
 TORCH_STAMP_NAME = ".dgxspark-lab-stamp"
@@ -1313,6 +1320,82 @@ def cmd_serve(args):
     print("http://%s:%d/" % (CTL_IP, SERVE_PORT))
 
 
+# --------------------------------------------------------------------------- the hub stand-in
+
+# The lab's Hugging Face hub: tests/lab/hub_standin.py (the API huggingface_hub's snapshot_download speaks) on the
+# controller's lab address, in dgxlab-ctl, serving <labdir>/hub: the lab's tiny model (tests/lab/hub_model.py) and a
+# gated copy of it. It counts the bytes it serves (`lab.py hub-stats`): the staging role must fetch one copy.
+
+def hub_root():
+    return LAB_DIR / "hub"
+
+
+def hub_pid():
+    pid = read_pid(LAB_DIR / "hub.pid")
+    if pid and pid_alive(pid) and b"_hub" in proc_cmdline(pid):
+        return pid
+    return None
+
+
+def _lab_module(name):
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / (name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cmd_hub_child(_args):
+    """The hub stand-in on the controller's lab address, inside dgxlab-ctl."""
+    setns("/run/netns/%s" % CTL_NS)
+    server = _lab_module("hub_standin").make_server(hub_root(), host=CTL_IP, port=HUB_PORT, token=HUB_TOKEN)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    sys.stderr.write("hub: listening on %s in %s: %s\n" % (server.endpoint, CTL_NS, hub_root()))
+    sys.stderr.flush()
+    server.serve_forever()
+
+
+def ensure_hub():
+    """Write the lab's model repositories once, and start the hub stand-in unless it runs."""
+    hub_model = _lab_module("hub_model")
+    for repo, seed in ((hub_model.REPO_ID, 0), (HUB_GATED_REPO, 1)):
+        if not (hub_root() / repo / "config.json").is_file():
+            hub_model.write_model(hub_root() / repo, seed=seed)
+    (hub_root() / HUB_GATED_REPO / _lab_module("hub_standin").GATED_MARKER).write_text("")
+    if not hub_pid():
+        start_daemon([sys.executable, str(Path(__file__).resolve()), "_hub"], LAB_DIR / "hub.pid", LAB_DIR / "hub.log",
+                     b"hub: listening", "the hub stand-in")
+
+
+def stop_hub():
+    stop_daemon(hub_pid(), LAB_DIR / "hub.pid")
+
+
+def hub_request(path, method="GET"):
+    """A request to the hub stand-in, from a thread of this process that enters dgxlab-ctl (the hub listens there)."""
+    result = {}
+
+    def call():
+        setns("/run/netns/%s" % CTL_NS)
+        req = urllib.request.Request("http://%s:%d%s" % (CTL_IP, HUB_PORT, path), method=method)
+        with urllib.request.urlopen(req, timeout=10) as answer:
+            result["data"] = json.load(answer)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    worker.join()
+    if "data" not in result:
+        raise LabError("the hub stand-in did not answer %s (is the lab up?)" % path)
+    return result["data"]
+
+
+def cmd_hub_stats(args):
+    """Print what the hub stand-in served (total_bytes, bytes per file, requests), as JSON; --reset then zeroes it."""
+    require_root()
+    print(json.dumps(hub_request("/_stats"), indent=1, sort_keys=True))
+    if args.reset:
+        hub_request("/_stats/reset", "POST")
+
+
 # --------------------------------------------------------------------------- the registry
 
 # The lab's Docker Hub: Debian's docker-registry (the CNCF distribution registry) on the controller's lab address, in
@@ -2086,7 +2169,8 @@ def write_inventory(n, path):
         for f in (repo_inv / "group_vars").glob("*.yml"):
             (path / "group_vars" / f.name).write_text(
                 f.read_text().replace(DEFAULT_LAB_DIR, str(LAB_DIR)).replace("dgxlab-ctl", CTL_NS)
-                .replace("%s.1:%d" % (mgmt_net(""), REGISTRY_PORT), registry_addr()))
+                .replace("%s.1:%d" % (mgmt_net(""), REGISTRY_PORT), registry_addr())
+                .replace("%s.1:%d" % (mgmt_net(""), HUB_PORT), "%s:%d" % (CTL_IP, HUB_PORT)))
     return path
 
 
@@ -2140,6 +2224,7 @@ def cmd_up(args):
     ensure_proxy()
     ensure_registry()
     push_images()
+    ensure_hub()
     started = []
     for i in range(1, n + 1):
         if nspawn_pid(i) and torch and not (node_dir(i) / "torch").exists():
@@ -2196,6 +2281,7 @@ def cmd_down(args):
     (LAB_DIR / "proxy.pid").unlink(missing_ok=True)
     stop_serve()
     stop_registry()
+    stop_hub()
     for _round in range(50):
         pids = netns_pids(lab_netns()) | cgroup_pids(cgroup_dirs())
         if not pids:
@@ -2253,6 +2339,8 @@ def cmd_status(_args):
             "%s %d" % kv for kv in sorted(pulls.items())) or "none"))
     else:
         print("registry: not running")
+    if hub_pid():
+        print("hub: the Hugging Face hub stand-in (pid %d) on http://%s:%d/" % (hub_pid(), CTL_IP, HUB_PORT))
     for i in nodes:
         addrs = ""
         if node_ns(i) in netns_list():
@@ -2328,6 +2416,10 @@ def main(argv=None):
     p = sub.add_parser("_serve")
     p.add_argument("directory")
     p.set_defaults(func=cmd_serve_child)
+    p = sub.add_parser("hub-stats", help="what the Hugging Face hub stand-in served, as JSON")
+    p.add_argument("--reset", action="store_true", help="then zero its counters")
+    p.set_defaults(func=cmd_hub_stats)
+    sub.add_parser("_hub").set_defaults(func=cmd_hub_child)
     sub.add_parser("_proxy").set_defaults(func=cmd_proxy)
     p = sub.add_parser("_supervise")
     p.add_argument("index", type=int)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib.util
 import os
 import pathlib
 import signal
@@ -11,7 +13,41 @@ import subprocess
 import sys
 import time
 
+from ansible_collections.dgxspark.sglang.plugins.module_utils import _staging
+
 STANDIN = pathlib.Path(__file__).resolve().parents[1] / "lab" / "sglang_standin"
+LAB = pathlib.Path(__file__).resolve().parents[1] / "lab"
+
+
+def lab_module(name):
+    """A module of tests/lab (hub_standin, hub_model, ...), which is no package: loaded from its file."""
+    spec = importlib.util.spec_from_file_location(name, LAB / (name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def stage_model(cache_dir, repo_id):
+    """Put the lab's tiny model into a Hugging Face cache under REPO_ID, as the staging role leaves it on a node
+    (blobs named by their checksums, the snapshot's links, refs/main); returns the commit."""
+    hub_model = lab_module("hub_model")
+    files_dir = pathlib.Path(cache_dir) / "files"
+    hub_model.write_model(files_dir)
+    blobs = pathlib.Path(_staging.repo_dir(str(cache_dir), repo_id)) / "blobs"
+    blobs.mkdir(parents=True, exist_ok=True)
+    files = []
+    for path in sorted(files_dir.iterdir()):
+        lfs = path.suffix == ".safetensors"
+        blob = _staging.digest_file(str(path), lfs)
+        path.replace(blobs / blob)
+        files.append({"path": path.name, "size": (blobs / blob).stat().st_size, "blob": blob, "lfs": lfs})
+    commit = hashlib.sha1(repr(files).encode()).hexdigest()
+    _staging.write_links(str(cache_dir), repo_id, commit, files)
+    ref = pathlib.Path(_staging.repo_dir(str(cache_dir), repo_id)) / "refs" / "main"
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    ref.write_text(commit)
+    files_dir.rmdir()
+    return commit
 
 
 def free_port():
@@ -23,9 +59,17 @@ def free_port():
 class StandIn(object):
     """One stand-in process; its stdout/stderr go to a file read on failure."""
 
-    def __init__(self, tmp_path, name, *args, env=None):
+    def __init__(self, tmp_path, name, *args, env=None, staged=True):
+        """``staged``: the model of --model-path (a Hugging Face id) is in an offline cache of its own, as on a node
+        after the staging role; otherwise the cache is empty (and offline)."""
         self.log = tmp_path / ("%s.log" % name)
-        full_env = dict(os.environ, PYTHONPATH=str(STANDIN), SGLANG_STANDIN_TOKEN_DELAY="0.01")
+        cache = tmp_path / ("%s-hf" % name)
+        cache.mkdir(exist_ok=True)
+        model = list(args)[list(args).index("--model-path") + 1] if "--model-path" in args else None
+        if staged and model and not os.path.isdir(model):
+            stage_model(cache, model)
+        full_env = dict(os.environ, PYTHONPATH=str(STANDIN), SGLANG_STANDIN_TOKEN_DELAY="0.01", HF_HOME=str(cache),
+                        HF_HUB_OFFLINE="1")
         full_env.update(env or {})
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "sglang.launch_server"] + list(args),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import pathlib
 import struct
@@ -11,18 +10,12 @@ import urllib.request
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from ansible_collections.dgxspark.sglang.tests.unit.standin import lab_module
 
 
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "lab" / (name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
-
-standin = load("hub_standin")
-hub_model = load("hub_model")
+standin = lab_module("hub_standin")
+hub_model = lab_module("hub_model")
 hf = pytest.importorskip("huggingface_hub")
 hf_errors = pytest.importorskip("huggingface_hub.errors")
 

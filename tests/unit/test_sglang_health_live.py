@@ -368,3 +368,19 @@ def test_standin_helpers_match_sglang():
     expected |= {family + suffix for family in health_utils.KEY_HISTOGRAMS for suffix in ("_count", "_sum")}
     assert set(summary) == expected
     assert summary["sglang:generation_tokens_total"] == 4 and summary["sglang:inter_token_latency_seconds_count"] == 3
+
+
+@pytest.mark.parametrize("staged, revision", [(False, None), (True, "0" * 40)])
+def test_a_rank_without_the_staged_model_dies_as_sglangs_scheduler(tmp_path, staged, revision):
+    """Offline (HF_HUB_OFFLINE=1, as the units run), a model or commit that is not in the node's cache ends the rank."""
+    port = free_port()
+    extra = ["--revision", revision] if revision else []
+    server = StandIn(tmp_path, "unstaged", "--model-path", MODEL, "--host", "127.0.0.1", "--port", str(port), *extra,
+                     staged=staged)
+    try:
+        assert server.proc.wait(60) == 1
+    finally:
+        server.stop()
+    out = server.output()
+    assert "Scheduler hit an exception while loading %s (revision %s)" % (MODEL, revision) in out, out
+    assert "LocalEntryNotFoundError" in out or "EntryNotFound" in out, out

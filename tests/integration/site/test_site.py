@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import subprocess
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
-# A lab started with DGXSPARK_LAB_ID / DGXSPARK_LAB_DIR has its own inventory (`lab.py up` prints its path).
-INVENTORY = pathlib.Path(os.environ.get("DGXSPARK_LAB_INVENTORY") or ROOT / "inventories" / "lab")
 RANK = {"lab-spark-01": 0, "lab-spark-02": 1}
 DIST_INIT = "192.168.100.11:20000"
 API = "http://127.0.0.1:30000"
@@ -44,9 +41,8 @@ def test_unit_is_active_with_its_own_rank_and_the_group_flags(host, name):
 
 def test_secrets_are_0600_and_appear_in_no_unit_and_no_command_line(host):
     key = api_key()
-    for path in ("/etc/sglang/server.yaml", "/etc/sglang/secrets.env"):
-        f = host.file(path)
-        assert f.exists and f.user == "root" and f.mode == 0o600, path
+    f = host.file("/etc/sglang/server.yaml")
+    assert f.exists and f.user == "root" and f.mode == 0o600
     assert key in host.file("/etc/sglang/server.yaml").content_string
     units = host.check_output("systemctl cat sglang")
     assert key not in units
@@ -70,16 +66,8 @@ def test_rank0_answers_a_chat_completion_with_the_key_and_refuses_it_without(hos
     assert refused.rc != 0 and "401" in refused.stderr
 
 
-def ansible_playbook(*extra):
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
-    # The API key where molecule/site keeps it (api_key() reads it there), whichever inventory folder is used.
-    creds = "sglang_server_credentials_dir=%s" % (ROOT / "inventories" / "credentials" / "lab")
-    return subprocess.run(["ansible-playbook", "site.yml", "-i", str(INVENTORY), "-e", creds, *extra], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
-
-
-def test_rerun_changes_nothing_and_prints_no_secret():
-    run = ansible_playbook("-v")
+def test_rerun_changes_nothing_and_prints_no_secret(site_playbook):
+    run = site_playbook("-v")
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-3000:]
     assert api_key() not in out
@@ -91,11 +79,11 @@ def test_rerun_changes_nothing_and_prints_no_secret():
     ({"schedule-heuristic": "lpm"}, "schedule-policy"),
     ({"kv-cache-dtype": "fp8"}, "fp8_e4m3"),
 ])
-def test_bad_flags_fail_before_any_host_changes(bad, named):
+def test_bad_flags_fail_before_any_host_changes(bad, named, site_playbook):
     before = subprocess.run(["python3", str(ROOT / "tests/lab/lab.py"), "ssh", "lab-spark-01",
                              "stat -c %Y /etc/systemd/system/sglang.service"],
                             capture_output=True, text=True, check=True).stdout
-    run = ansible_playbook("-e", json.dumps({"sglang_server_args": bad}))
+    run = site_playbook("-e", json.dumps({"sglang_server_args": bad}))
     out = run.stdout + run.stderr
     assert run.returncode != 0
     assert named in out, out[-3000:]
@@ -128,7 +116,7 @@ with open("/etc/systemd/system/sglang.service.d/stale.conf", "w") as out:
 """
 
 
-def test_without_sglang_host_ip_the_group_never_forms_and_the_health_step_names_the_cause(lab):
+def test_without_sglang_host_ip_the_group_never_forms_and_the_health_step_names_the_cause(lab, site_playbook):
     """SGLang advertises get_local_ip_auto(): without SGLANG_HOST_IP, the route to 8.8.8.8, i.e. the management
     address, which the lab (like a Spark's LAN) does not carry between machines. A stale drop-in that drops the
     variable on the head is a change site.yml does not see: its health step must name the node and the cause."""
@@ -138,7 +126,7 @@ def test_without_sglang_host_ip_the_group_never_forms_and_the_health_step_names_
             lab_ssh(node, "systemctl stop sglang")
         for node in ("lab-spark-01", "lab-spark-02"):
             lab_ssh(node, "systemctl start sglang")
-        run = ansible_playbook("--tags", "sglang_server", "-e", "sglang_server_health_timeout_s=30")
+        run = site_playbook("--tags", "sglang_server", "-e", "sglang_server_health_timeout_s=30")
         out = run.stdout + run.stderr
         assert run.returncode != 0, out[-3000:]
         journal = lab_ssh("lab-spark-01", "journalctl -u sglang -o cat --no-pager").stdout
@@ -150,7 +138,7 @@ def test_without_sglang_host_ip_the_group_never_forms_and_the_health_step_names_
     finally:
         # The fix the message gives: revert the override, stop the rank, and site.yml restarts the whole group.
         lab_ssh("lab-spark-01", "systemctl revert sglang && systemctl stop sglang")
-    run = ansible_playbook("--tags", "sglang_server")
+    run = site_playbook("--tags", "sglang_server")
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     journal = lab_ssh("lab-spark-01", "journalctl -u sglang -o cat --no-pager -n 40").stdout
     assert "SGLang's get_local_ip_auto() chose 192.168.100.11" in journal, journal[-2000:]

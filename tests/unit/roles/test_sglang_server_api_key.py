@@ -13,9 +13,10 @@ import jinja2
 import pytest
 import yaml
 
-from ansible_collections.dgxspark.sglang.tests.unit.roles.test_sglang_server_render import (
+from ansible_collections.dgxspark.sglang.tests.unit.roles.test_sglang_server_render import (  # noqa: F401 (a fixture)
     PLAYBOOK_BIN,
     ROLE,
+    fixture_hub,
     local_group,
     role_vars,
     run,
@@ -34,7 +35,7 @@ def server_yaml(key):
 
 
 @pytest.fixture(scope='module')
-def checked(tmp_path_factory):
+def checked(tmp_path_factory, hub):
     if not PLAYBOOK_BIN.exists():
         pytest.skip('ansible-playbook not next to %s' % sys.executable)
     tmp_path = tmp_path_factory.mktemp('apikey')
@@ -43,7 +44,8 @@ def checked(tmp_path_factory):
     # What the role wrote on an earlier run (from another checkout, whose credentials folder this run does not have).
     (etc / 'server.yaml').write_text(server_yaml(KEY_ON_NODES))
     (etc / 'server.yaml').chmod(0o600)
-    group = role_vars(tmp_path, 'grp', sglang_server_runtime='native', sglang_server_native_python=sys.executable)
+    group = role_vars(tmp_path, 'grp', sglang_server_runtime='native', sglang_server_native_python=sys.executable,
+                      spark_hf_endpoint=hub.endpoint)
     del group['sglang_server_hf_token']
     inventory = {'all': {'vars': {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable},
                          'children': {'grp': local_group(tmp_path, ['grp-1', 'grp-2'], **group)}}}

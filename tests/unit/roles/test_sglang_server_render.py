@@ -24,15 +24,18 @@ import sys
 import pytest
 import yaml
 
-from ansible_collections.dgxspark.sglang.plugins.module_utils import _cluster
+from ansible_collections.dgxspark.sglang.plugins.module_utils import _cluster, _staging
+from ansible_collections.dgxspark.sglang.plugins.module_utils._problems import ProblemsError, codes
 from ansible_collections.dgxspark.sglang.plugins.module_utils._allreduce import container_argv
 from ansible_collections.dgxspark.sglang.plugins.module_utils._rdma import container_rdma_args
 from ansible_collections.dgxspark.sglang.tests.unit import sysfs
+from ansible_collections.dgxspark.sglang.tests.unit.standin import lab_module
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 ROLE = ROOT / 'roles' / 'sglang_server'
 PLAYBOOK_BIN = pathlib.Path(sys.executable).parent / 'ansible-playbook'
 HF_TOKEN = 'hf_TESTtokenNEVERshown0123456789'
+MODEL = 'Qwen/Qwen2.5-72B-Instruct'
 API_KEY = 'sk-test-key-NEVER-shown-4242'
 # gpu_info's result for a DGX Spark (GB10): memory_total_mib from MemTotal 127600748 kB
 # (shared/fixtures/nvidia-smi/README.md), as gpu_info computes it.
@@ -65,10 +68,23 @@ def local_group(tmp_path, names, **group_vars):
 
 # ---- 1. the role, check mode --------------------------------------------------------------------------
 
+@pytest.fixture(name='hub', scope='module')
+def fixture_hub(tmp_path_factory):
+    """The lab's hub stand-in, serving the lab's tiny model under the id these tests deploy."""
+    standin = lab_module('hub_standin')
+    repos = tmp_path_factory.mktemp('hub')
+    lab_module('hub_model').write_model(repos / MODEL)
+    server = standin.make_server(repos)
+    standin.serve_in_thread(server)
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
 def role_vars(tmp_path, group, **extra):
     common = {
         'preflight_group': group,
-        'sglang_server_model': 'Qwen/Qwen2.5-72B-Instruct',
+        'sglang_server_model': MODEL,
         'sglang_server_args': {'mem-fraction-static': 0.75, 'chunked-prefill-size': 8192, 'schedule-policy': 'lpm',
                                'json-model-override-args': {'rope_scaling': {'type': 'yarn', 'factor': 4.0}},
                                'trust-remote-code': True, 'tp-size': 2},
@@ -104,17 +120,17 @@ def exec_start(unit):
 
 
 @pytest.fixture(scope='module')
-def rendered(tmp_path_factory):
+def rendered(tmp_path_factory, hub):
     tmp_path = tmp_path_factory.mktemp('render')
     inventory = {'all': {
         'vars': {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable},
         'children': {
             'ctr': local_group(tmp_path, ['ctr-1', 'ctr-2'], **role_vars(
-                tmp_path, 'ctr', sglang_server_api_key=API_KEY,
+                tmp_path, 'ctr', sglang_server_api_key=API_KEY, spark_hf_endpoint=hub.endpoint,
                 sglang_server_container_volumes=['/var/lib/venv:/var/lib/venv:ro', '/opt/x:/opt/x'])),
             # The test venv's Python has SGLang's wheel: the role's version probe reads it there.
             'nat': local_group(tmp_path, ['nat-1', 'nat-2'], **role_vars(
-                tmp_path, 'nat', sglang_server_runtime='native', sglang_server_native_python=sys.executable,
+                tmp_path, 'nat', spark_hf_endpoint=hub.endpoint, sglang_server_runtime='native', sglang_server_native_python=sys.executable,
                 sglang_server_native_pythonpath='/opt/sglang-standin')),
         }}}
     play = ''.join("""
@@ -136,7 +152,7 @@ def test_check_mode_run_succeeds_for_both_runtimes(rendered):
     rc, out, units, _generated = rendered
     assert rc == 0, out
     assert sorted(units) == ['ctr-1', 'ctr-2', 'nat-1', 'nat-2'], out
-    assert 'would restart with the whole group; changed here: unit, server.yaml, secrets.env' in out
+    assert 'would restart with the whole group; changed here: unit, server.yaml' in out
 
 
 def test_each_rank_gets_its_own_node_rank_and_the_same_group_flags(rendered):
@@ -166,7 +182,8 @@ def test_same_flags_in_both_runtimes_only_the_runner_differs(rendered):
         assert part in ctr
     # --shm-size does nothing beside --ipc host (the host's /dev/shm): one of them only.
     assert not any(line.startswith('--shm-size') for line in ctr)
-    assert any(line.startswith('--env-file ') and line.endswith('/secrets.env') for line in ctr)
+    # No node keeps the Hugging Face token: the unit runs offline, at the commit preflight pinned.
+    assert not any('secrets.env' in line for line in ctr) and '--env HF_HUB_OFFLINE=1' in ctr
     assert any(line.endswith('server.yaml:ro') for line in ctr)
     # sglang_server_container_volumes: one --volume each, in order, before the image.
     image = ctr.index('lmsysorg/sglang:v0.5.23-cu130')
@@ -178,9 +195,11 @@ def test_one_flag_per_line_config_first_extras_sorted(rendered):
     lines = exec_start(units['nat-1'])[1:]
     assert all(line.startswith('--') and line.count(' --') == 0 for line in lines), lines
     names = [line.split()[0] for line in lines]
-    assert names[:8] == ['--model-path', '--tp-size', '--nnodes', '--node-rank', '--dist-init-addr', '--host', '--port',
-                         '--config']
-    extras = names[8:]
+    assert names[:9] == ['--model-path', '--revision', '--tp-size', '--nnodes', '--node-rank', '--dist-init-addr',
+                         '--host', '--port', '--config']
+    # The commit preflight pinned from the hub's answer (no record on these nodes yet).
+    assert re.fullmatch(r'--revision [0-9a-f]{40}', lines[1])
+    extras = names[9:]
     assert extras == sorted(extras) == ['--chunked-prefill-size', '--enable-metrics', '--json-model-override-args',
                                         '--mem-fraction-static', '--schedule-policy', '--trust-remote-code']
     # JSON is passed compact, quoted for systemd.
@@ -203,7 +222,7 @@ def test_native_unit_environment_and_hardening(rendered):
                  'Restart=on-failure', 'KillMode=mixed'):
         assert line in unit.splitlines()
     assert re.search(r'^EnvironmentFile=\S+/nccl\.env$', unit, re.M)
-    assert re.search(r'^EnvironmentFile=\S+/secrets\.env$', unit, re.M)
+    assert 'secrets.env' not in unit and 'Environment=HF_HUB_OFFLINE=1' in unit.splitlines()
     assert not re.search(r"^PrivateDevices=", unit, re.M)
     assert unit.startswith('#\n# Ansible managed')
 
@@ -259,14 +278,15 @@ RDMA_PLAY = """
 
 
 @pytest.fixture(scope='module')
-def rdma_runs(tmp_path_factory):
+def rdma_runs(tmp_path_factory, hub):
     """The same play three times: full, --tags sglang_server, and --tags sglang_server with preflight_probe false."""
     tmp_path = tmp_path_factory.mktemp('rdma')
     tree = sysfs.build_tree(str(tmp_path / 'sys'), sysfs.spark_pair())
     inventory = {'all': {
         'vars': {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable},
         'children': {'rdma': local_group(tmp_path, ['rdma-1', 'rdma-2'],
-                                         **role_vars(tmp_path, 'rdma', sglang_server_api_key=API_KEY))}}}
+                                         **role_vars(tmp_path, 'rdma', sglang_server_api_key=API_KEY,
+                                                     spark_hf_endpoint=hub.endpoint))}}}
     play = RDMA_PLAY.format(sysfs=tree)
     runs = {}
     for name, args in (('full', ()), ('tags', ('--tags', 'sglang_server')),
@@ -345,13 +365,15 @@ FIT_PLAY = """
 
 
 def probed_plan(group, names, model):
-    """The plan of a group of GB10 nodes at stage probed, as preflight would publish it."""
+    """The plan of a group of GB10 nodes at stage probed, as preflight would publish it (each node's staging probe
+    lists the model folder)."""
     hosts = [{'name': name, 'vars': {'ansible_host': '192.0.2.%d' % (11 + i), 'sglang_server_model': model,
                                      'spark_cx7_subnets': ['192.168.100.0/24', '192.168.101.0/24']}}
              for i, name in enumerate(names)]
     plan = _cluster.plan_cluster({'cluster': group, 'hosts': hosts, 'gpus_per_node': 1})
     gpu = dict(GB10_INFO, driver_state='ready', dgx_os=True)
-    return _cluster.complete_plan(plan, {name: {'gpu': gpu, 'cx7': {'interfaces': []}} for name in names})
+    return _cluster.complete_plan(plan, {name: {'gpu': gpu, 'cx7': {'interfaces': []}} for name in names},
+                                  staging={name: {'local': _staging.scan_local(model)} for name in names})
 
 
 def test_memory_fit_of_a_local_70b_model(tmp_path):
@@ -361,9 +383,9 @@ def test_memory_fit_of_a_local_70b_model(tmp_path):
         with open(model / ('model-%05d-of-00004.safetensors' % (i + 1)), 'wb') as handle:
             handle.truncate(35 * 1000 ** 3)
     (model / 'config.json').write_text('{}')
-    groups = {'pair': (['pair-1', 'pair-2'], str(model)), 'solo': (['solo-1'], str(model)),
-              'gone': (['gone-1'], str(tmp_path / 'missing'))}
+    groups = {'pair': (['pair-1', 'pair-2'], str(model)), 'solo': (['solo-1'], str(model))}
     plans = {group: probed_plan(group, names, path) for group, (names, path) in groups.items()}
+    assert plans['pair']['groups']['pair']['model']['weights_bytes'] == 140 * 1000 ** 3
     inventory = {'all': {
         'vars': {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable, 'plans': plans},
         'children': {group: {'hosts': {name: {} for name in names}, 'vars': {'preflight_group': group}}
@@ -373,8 +395,12 @@ def test_memory_fit_of_a_local_70b_model(tmp_path):
     assert 'The weights (140.0 GB) fit: 2 node(s) x 130.7 GB (pair-1, the smallest) x mem-fraction-static 0.75 = 196.0 GB' in out
     assert 'FAILED solo-1: sglang_server_model %s does not fit group solo' % model in out
     assert 'run it on 2 nodes' in out
-    assert 'FAILED gone-1: sglang_server_model (host gone-1): %s does not exist on gone-1' % (tmp_path / 'missing') in out
     assert 'FAILED pair' not in out
+    # A folder missing on a node is a problem of the probed plan, before any memory is counted.
+    with pytest.raises(ProblemsError) as exc:
+        probed_plan('gone', ['gone-1'], str(tmp_path / 'missing'))
+    assert codes(exc.value.problems) == ['model-path-missing']
+    assert '%s does not exist on gone-1' % (tmp_path / 'missing') in exc.value.problems[0]['message']
 
 
 # ---- argument specs -------------------------------------------------------------------------------------

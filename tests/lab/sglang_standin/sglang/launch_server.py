@@ -20,6 +20,9 @@ It runs SGLang 0.5.23's own code wherever that code runs without a GPU, and foll
   management network lets only SSH through between machines, and the group hangs there, as on Sparks.
 * **rendezvous**: rank 0 listens on ``--dist-init-addr`` (standing in for torch.distributed's store)
   and hands the queue's handle to ranks 1..N-1 once all have connected and said ``rank R of N``.
+* **the model**: every rank finds the model's files as SGLang's loader does, with huggingface_hub's
+  ``snapshot_download(model, revision=--revision)``, which ``HF_HUB_OFFLINE=1`` keeps to the local
+  cache, and reads its ``config.json``; a rank that cannot find them dies, as SGLang's scheduler does.
 * **start-up** (``srt/entrypoints/http_server.py``): rank 0 opens its HTTP port only after the
   group formed and the model loaded (``SGLANG_STANDIN_LOAD_SECONDS``); then it warms up
   (``SGLANG_STANDIN_WARMUP_SECONDS``) with ``ServerStatus.Starting``: ``/health`` and
@@ -755,6 +758,27 @@ class Rendezvous(object):
                 conn.close()
 
 
+def load_model(app):
+    """The model's files, found as SGLang finds them (its loader calls huggingface_hub's snapshot_download with
+    --revision; HF_HUB_OFFLINE=1 keeps that to the local cache), then its config read; then the load time. False when
+    the model cannot be found: SGLang's scheduler dies there, and so does this rank."""
+    args = app.args
+    path = args.model_path
+    try:
+        if not os.path.isdir(path):
+            import huggingface_hub  # pylint: disable=import-outside-toplevel
+            path = huggingface_hub.snapshot_download(args.model_path, revision=args.revision)
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as handle:
+            config = json.load(handle)
+    except Exception as err:  # pylint: disable=broad-except  # as the real scheduler: any failure ends it
+        log("ERROR:   ", "Scheduler hit an exception while loading %s (revision %s): %s: %s"
+            % (args.model_path, args.revision, type(err).__name__, err))
+        app.shutdown(1)
+        return False
+    log("INFO:    ", "Load weight begin. model %s from %s (%s)" % (args.model_path, path, config.get("model_type")))
+    return not app.stop.wait(app.load_seconds)
+
+
 def rank0_start(app, rendezvous, tls):
     """Group, model load, then the HTTP port (closed until then), warm-up (503), Up."""
     args = app.args
@@ -762,7 +786,7 @@ def rank0_start(app, rendezvous, tls):
         return
     app.group_ok.set()
     log("INFO:    ", "all %d rank(s) in the group; loading %s" % (args.nnodes, app.model_path))
-    if app.stop.wait(app.load_seconds):
+    if not load_model(app):
         return
     try:
         app.http = make_http_server(app, args.host, args.port, dummy=False, tls=tls)
@@ -816,7 +840,7 @@ def rank_n_start(app, host, port):
         app.queue = message_queue_reader(json.loads(answer[3:]), args.node_rank)
         app.queue.wait_until_ready()  # blocks until the writer saw every reader: hangs if unreachable
         log("INFO:    ", "rank %d joined the group of %d; loading %s" % (args.node_rank, args.nnodes, app.model_path))
-        if app.stop.wait(app.load_seconds):
+        if not load_model(app):
             return
         app.http = make_http_server(app, args.host, args.port, dummy=True, tls=None)
         while True:

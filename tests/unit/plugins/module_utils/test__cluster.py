@@ -47,6 +47,10 @@ INTERNAL_TYPE_WORDS = ('_Ansible', 'Tagged', 'Lazy')
 
 # ---- descriptions, as the preflight role builds them (cluster_inputs of hostvars) ---------------------------
 
+# The model's pin before the probes (the staging part of the plan fills it at stage probed).
+UNPINNED = {'requested': None, 'commit': None, 'files': None, 'bytes': None, 'weights_bytes': None, 'pinned_by': None}
+
+
 def name_of(index):
     return 'spark-%02d' % (index + 1)
 
@@ -181,6 +185,7 @@ def test_two_sparks_like_design_md():
         'next': 'spark-01',
         'probe': None,
         'nccl_env': None,
+        'staging': None,
     }
     assert plan['nodes']['spark-01']['cx7_addresses'] == ['192.168.100.11', '192.168.101.11']
     assert plan['stage'] == 'description' and plan['problems'] == []
@@ -242,7 +247,7 @@ def test_defaults_and_dns_management_name():
         DEFAULTS['sglang_server_image'], DEFAULTS['sglang_server_native_python'],
         DEFAULTS['sglang_server_service_name'], DEFAULTS['sglang_server_config_dir'], DEFAULTS['spark_dist_init_port'])
     assert spark['model'] == {'path': MODEL, 'local': False, 'revision': None, 'served_name': MODEL,
-                              'source_host': 'spark-01', 'size_gb': None}
+                              'source_host': 'spark-01', 'size_gb': None, **UNPINNED}
 
 
 def test_tp_and_pp_with_several_gpus_per_node():
@@ -255,7 +260,7 @@ def test_model_path_revision_and_served_name():
         2, sglang_server_model=' /models/qwen ', sglang_server_model_revision='main', sglang_server_model_size_gb=15.2,
         spark_model_source_host='spark-02', sglang_server_args={'served-model-name': 'qwen'})))
     assert spark['model'] == {'path': '/models/qwen', 'local': True, 'revision': None, 'served_name': 'qwen',
-                              'source_host': 'spark-02', 'size_gb': 15.2}
+                              'source_host': 'spark-02', 'size_gb': 15.2, **UNPINNED}
 
 
 def test_ssl_certfile_makes_the_urls_https():
@@ -736,6 +741,13 @@ OTHER_VALUE = {
     'sglang_server_native_python': '/usr/bin/python3',
     'sglang_server_service_name': 'sglang2',
     'sglang_server_config_dir': '/etc/sglang2',
+    'spark_hf_endpoint': 'https://hf-mirror.example.com',
+    'spark_http_proxy': 'http://proxy.example.com:3128',
+    'spark_https_proxy': 'http://proxy.example.com:3128',
+    'spark_no_proxy': ['.example.com'],
+    'sglang_server_model_refresh': True,
+    'sglang_server_cache_dir': '/data/hf',
+    'sglang_server_image_size_gb': 25,
     'nccl_env_extra': {'NCCL_DEBUG_SUBSYS': 'INIT'},
     'nccl_env_deliberate': ['NCCL_FUTURE_KNOB'],
     'nccl_env_debug': 'INFO',
