@@ -12,8 +12,6 @@ import pytest
 
 from ansible_collections.dgxspark.sglang.tests.unit.standin import lab_module
 
-
-
 standin = lab_module("hub_standin")
 hub_model = lab_module("hub_model")
 hf = pytest.importorskip("huggingface_hub")
