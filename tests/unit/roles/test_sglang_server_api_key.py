@@ -13,7 +13,7 @@ import jinja2
 import pytest
 import yaml
 
-from ansible_collections.dgxspark.sglang.tests.unit.roles.test_sglang_server_render import (  # noqa: F401 (a fixture)
+from ansible_collections.dgxspark.sglang.tests.unit.roles.test_sglang_server_render import (  # pylint: disable=unused-import
     PLAYBOOK_BIN,
     ROLE,
     fixture_hub,
