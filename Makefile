@@ -15,11 +15,11 @@ SANITY_ARGS ?=
 # this network cannot reach; tests/sanity/get_pip.py does the same job offline (see its docstring).
 GET_PIP_CACHE := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 
-.PHONY: test unit sanity lint molecule reboot-test memory-test lab lab-down lab-deps build clean
+.PHONY: test unit sanity lint molecule reboot-test memory-test awx-test lab lab-down lab-deps build clean
 
 # requirements-sglang.txt: SGLang's own argument parser for the unit tests, without its GPU stack (--no-deps: every
 # module it imports is pinned there; about 950 MB, most of it triton, and a minute).
-$(BIN)/.stamp: requirements.txt requirements-dev.txt requirements-sglang.txt
+$(BIN)/.stamp: requirements.txt meta/requirements.txt requirements-dev.txt requirements-sglang.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements-sglang.txt
@@ -27,7 +27,7 @@ $(BIN)/.stamp: requirements.txt requirements-dev.txt requirements-sglang.txt
 
 venv: $(BIN)/.stamp
 
-test: unit sanity lint molecule reboot-test memory-test
+test: unit sanity lint molecule reboot-test memory-test awx-test
 	@echo "make test: all gates passed"
 
 unit: venv
@@ -45,9 +45,20 @@ sanity: venv
 	  $(abspath $(BIN))/ansible-test sanity --venv --python 3.11 --color no $(SANITY_ARGS) \
 	  | grep -Ev '^(WARNING: Location|Looking in|Collecting|Downloading|Installing|Successfully|Requirement already| +━)' || exit $${PIPESTATUS[0]}
 
+# antsibull-docs lints the built collection, installed (the checkout's collections/ link would loop), on its own: the
+# docs of modules, filters and role argument specs, and every reference in them (to this collection and ansible.builtin).
+DOCS_LINT_DIR := .tmp/docs-lint
 lint: venv
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint --profile production
+	$(BIN)/antsibull-changelog lint
+	rm -rf $(DOCS_LINT_DIR) && mkdir -p $(DOCS_LINT_DIR)
+	$(BIN)/ansible-galaxy collection build --output-path $(DOCS_LINT_DIR) . >/dev/null
+	ANSIBLE_COLLECTIONS_PATH=$(abspath $(DOCS_LINT_DIR)) $(BIN)/ansible-galaxy collection install \
+	  -p $(DOCS_LINT_DIR) $(DOCS_LINT_DIR)/dgxspark-sglang-*.tar.gz >/dev/null
+	ANSIBLE_COLLECTIONS_PATH=$(abspath $(DOCS_LINT_DIR)) ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false \
+	  $(BIN)/antsibull-docs lint-collection-docs --plugin-docs --validate-collection-refs dependent \
+	  --disallow-unknown-collection-refs $(DOCS_LINT_DIR)/ansible_collections/dgxspark/sglang
 
 # Debian packages the lab needs (systemd-nspawn, debootstrap, iproute2, ...), installed only when missing.
 lab-deps:
@@ -70,6 +81,13 @@ reboot-test: venv lab-deps
 # not a larger bystander, before the kernel does; SSH must still answer. A lab of its own, with the environment's ids.
 memory-test: venv lab-deps
 	$(BIN)/pytest -p no:cacheprovider tests/integration/memory
+
+# The collection as AWX runs it (tests/integration/installed): the tarball built and installed into an empty
+# collections path, then dgxspark.sglang.site, .verify and .site again (no API key: read back, nothing restarts) run by
+# ansible-runner in a private data dir laid out as AWX lays it out, from outside the checkout. A lab of its own
+# (up 2, down); it takes the lab ids of the environment, as the scenarios do.
+awx-test: venv lab-deps
+	$(BIN)/pytest -p no:cacheprovider tests/integration/installed
 
 # The whole job on the lab: two machines (with a read-only torch venv for the gloo all-reduce),
 # site.yml, then verify.yml, whose last lines say where the report is.

@@ -10,12 +10,15 @@ The docs of each filter live beside this file in ``<filter>.yml``
 
 from __future__ import annotations
 
+import os
+
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.dgxspark.sglang.plugins.module_utils._env_file import parse_env_file
 from ansible_collections.dgxspark.sglang.plugins.module_utils._verify import (
     allreduce_blockers,
     allreduce_sizing,
+    default_report_dir,
     group_reports,
     node_report,
 )
@@ -72,6 +75,14 @@ def verify_reports(plan, node_reports, timestamp, report_dir=None, hosts=None):
     return group_reports(_plan(plan, None, 'verify_reports'), node_reports, timestamp, report_dir, hosts)
 
 
+def verify_default_report_dir(playbook_dir, artifact_dir=None):
+    """Filter: where verify's reports go when verify_report_dir is not set (ansible-runner's artifacts, the current
+    folder for an installed collection, reports/ of a checkout)."""
+    if not isinstance(playbook_dir, str) or not playbook_dir:
+        raise AnsibleFilterError('verify_default_report_dir: expected playbook_dir, got %r' % (playbook_dir,))
+    return default_report_dir(playbook_dir, os.getcwd(), artifact_dir or None)
+
+
 class FilterModule:
     """dgxspark.sglang verify."""
 
@@ -80,6 +91,7 @@ class FilterModule:
             'env_file_vars': env_file_vars,
             'verify_allreduce_blockers': verify_allreduce_blockers,
             'verify_allreduce_sizing': verify_allreduce_sizing,
+            'verify_default_report_dir': verify_default_report_dir,
             'verify_node_report': verify_node_report,
             'verify_reports': verify_reports,
         }

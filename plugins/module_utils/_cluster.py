@@ -27,6 +27,11 @@ try:
 except ImportError:  # pragma: no cover - reported by plan_cluster
     netaddr = None
 
+try:
+    import yaml
+except ImportError:  # pragma: no cover - ansible-core requires PyYAML on the controller
+    yaml = None
+
 from ansible_collections.dgxspark.sglang.plugins.module_utils._cx7 import (
     DEFAULT_SPEED_MBPS,
     DEFAULT_TWINS,
@@ -49,7 +54,11 @@ from ansible_collections.dgxspark.sglang.plugins.module_utils._problems import (
     warning,
 )
 from ansible_collections.dgxspark.sglang.plugins.module_utils._rdma import DEFAULT_ULIMITS
-from ansible_collections.dgxspark.sglang.plugins.module_utils._sglang import validate_server_args
+from ansible_collections.dgxspark.sglang.plugins.module_utils._sglang import (
+    _var as sglang_args_variable,
+    lookup as sglang_flag,
+    validate_server_args,
+)
 from ansible_collections.dgxspark.sglang.plugins.module_utils._staging import RECORD_NAME, read_hub, stage_model
 
 SCHEMA = 1
@@ -87,6 +96,7 @@ DEFAULTS = {
     # GiB). 16 allows mem-fraction-static up to 0.86 on a GB10, the 0.80-0.85 that community tools keep (FACTS.md).
     'sglang_server_memory_reserve_gib': 16,
     'sglang_server_args': {},
+    'sglang_server_args_override': None,
     'sglang_server_tp_size': None,
     'sglang_server_host': '0.0.0.0',
     'sglang_server_port': 30000,
@@ -226,6 +236,7 @@ class Context:
         self.values = values          # cluster-wide input -> value (default applied where DEFAULTS has one)
         self.where = where            # "group vars of hosts a, b"
         self.problems = []
+        self.override_keys = ()       # the keys of sglang_server_args that sglang_server_args_override set
 
     def add(self, item):
         if item:
@@ -700,6 +711,86 @@ def _check_flags(ctx, server_args):
     ctx.extend(located(validate_server_args(server_args), ctx.where, ctx.names))
 
 
+# ---- sglang_server_args_override: flags for one run, merged over sglang_server_args -------------------------
+# An extra var (an AWX survey answer, -e) replaces a whole dict, so flags for one run come in through this one
+# variable and are merged over the inventory's sglang_server_args, flag by flag:
+#   - a flag of the override replaces the inventory's value of the same flag, whatever the spelling of either key
+#     (dashes, underscores, a leading --, an alias such as tensor-parallel-size for tp-size, --no-X for X);
+#   - null removes the inventory's flag (SGLang's own default applies again);
+#   - the inventory's other flags stay; {} , '' and null change nothing.
+# A string is YAML text (a survey's textarea): it must hold a mapping. The merged dict is what every check of the
+# plan judges and what the units get; problems of a flag the override set name sglang_server_args_override.
+VAR_ARGS_OVERRIDE = 'sglang_server_args_override'
+
+
+def flag_identity(key):
+    """The flag a key of sglang_server_args sets, whatever its spelling (dashes, underscores, --, an alias, no-X)."""
+    name = str(key).strip().lstrip('-')
+    if name.replace('_', '-') in TP_KEYS:
+        return 'tp-size'
+    for spelled in (name, name.replace('_', '-')):
+        canonical = sglang_flag(spelled)[0]
+        if canonical is not None:
+            return canonical
+    return name.replace('_', '-')
+
+
+def parse_args_override(value):
+    """(dict, problem or None): sglang_server_args_override as a dict; YAML text is parsed, '' and null are {}."""
+    fix = ('write flag: value pairs, one per line (YAML), e.g. "mem-fraction-static: 0.8", or a dict such as '
+           '{mem-fraction-static: 0.8}')
+    if value is None:
+        return {}, None
+    if isinstance(value, str):
+        if not value.strip():
+            return {}, None
+        if yaml is None:  # pragma: no cover
+            return {}, problem('sglang-args-override-invalid', VAR_ARGS_OVERRIDE, 'is text and PyYAML is missing on the '
+                               'controller', 'pip install -r requirements.txt, or give a dict')
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, 'problem_mark', None)
+            at = ' at line %d' % (mark.line + 1) if mark is not None else ''
+            return {}, problem('sglang-args-override-invalid', VAR_ARGS_OVERRIDE, 'is not YAML%s (%s)' % (
+                at, str(getattr(exc, 'problem', None) or exc).splitlines()[0]), fix)
+        if parsed is None:
+            return {}, None
+        value = parsed
+    if not isinstance(value, dict):
+        return {}, problem('sglang-args-override-invalid', VAR_ARGS_OVERRIDE,
+                           'must be a dict of flag -> value or YAML text of one, got %s' % kind(value), fix)
+    return value, None
+
+
+def merge_server_args(args, override):
+    """sglang_server_args with the override merged over it, by the rule above (neither input is changed)."""
+    replaced = {flag_identity(key) for key in override}
+    merged = {key: value for key, value in args.items() if flag_identity(key) not in replaced}
+    merged.update((key, value) for key, value in override.items() if value is not None)
+    return merged
+
+
+def _apply_args_override(ctx):
+    """Merge sglang_server_args_override into the group's sglang_server_args (ctx.values), noting its keys."""
+    override, item = parse_args_override(ctx.values[VAR_ARGS_OVERRIDE])
+    if item:
+        ctx.add(located([item], ctx.where, ctx.names)[0])
+        return
+    args = ctx.values['sglang_server_args']
+    if not override or not isinstance(args, (dict, type(None))):
+        return   # a sglang_server_args that is no dict is reported by _check_flags
+    ctx.values['sglang_server_args'] = merge_server_args(args or {}, override)
+    ctx.override_keys = tuple(key for key, value in override.items() if value is not None)
+
+
+def _named_for_override(problems, keys):
+    """The problems of flags the override set, naming sglang_server_args_override['<key>'] as their variable."""
+    names = {sglang_args_variable(key): '%s[%r]' % (VAR_ARGS_OVERRIDE, key) for key in keys}
+    return [problem(p['code'], names[p['variable']], p['what'], p['fix'], p['where'], p['hosts'], p['severity'])
+            if p['variable'] in names else p for p in problems]
+
+
 def _check_nccl(ctx, interfaces):
     ctx.extend(located(check_nccl_settings(
         ctx.values['nccl_env_extra'], ctx.values['nccl_env_deliberate'], ctx.values['nccl_env_debug'],
@@ -917,6 +1008,7 @@ def check_description(description):
         ctx = _description_context(description)
     except ProblemsError as exc:
         return exc.problems, None
+    _apply_args_override(ctx)
     interfaces = _check_interfaces(ctx)
     nets = _check_subnets(ctx, interfaces)
     order = _check_ranks(ctx)
@@ -937,6 +1029,7 @@ def check_description(description):
     _check_nccl(ctx, interfaces)
     addresses, taken = _plan_addresses(ctx, order, interfaces, nets)
     _check_management(ctx, taken, nets, interfaces)
+    ctx.problems = _named_for_override(ctx.problems, ctx.override_keys)
     if errors(ctx.problems):
         return ctx.problems, None
     plan = _assemble(ctx, order, interfaces, nets, addresses, model, gpus, tp, pp, dist_port, mtu, speed, topology, cidrs)

@@ -571,3 +571,25 @@ def group_reports(plan, node_reports, timestamp, report_dir=None, hosts=None):
         if name is not None and name not in names:
             names.append(name)
     return [group_report(plan, name, node_reports, timestamp, report_dir) for name in names]
+
+
+# ---- where the report goes when verify_report_dir is not set ------------------------------------------------
+
+def default_report_dir(playbook_dir, cwd, artifact_dir=None):
+    """The folder verify writes its reports into when ``verify_report_dir`` is not set.
+
+    - Run by ansible-runner (the engine of AWX; ``artifact_dir`` is its ``AWX_ISOLATED_DATA_DIR``, the job's artifact
+      folder): ``<artifact_dir>/reports``, among the job's artifacts (ansible-runner keeps them, AWX's worker sends
+      them back with the job).
+    - From an installed collection (the playbook lies in ``.../ansible_collections/<namespace>/<name>/playbooks``):
+      ``<cwd>/reports``, the folder the command runs in, never inside the installed collection (in an execution
+      environment that path is read-only, and it is shared by every run of the machine).
+    - From a checkout (the playbook lies anywhere else, links resolved): ``reports/`` at its top, git-ignored.
+    """
+    if artifact_dir:
+        return os.path.join(str(artifact_dir), 'reports')
+    top = os.path.dirname(os.path.realpath(str(playbook_dir)))
+    parts = top.split(os.sep)
+    if len(parts) >= 3 and parts[-3] == 'ansible_collections':
+        return os.path.join(str(cwd), 'reports')
+    return os.path.join(top, 'reports')

@@ -14,8 +14,10 @@ def test_galaxy_metadata():
     meta = yaml.safe_load((ROOT / "galaxy.yml").read_text())
     assert (meta["namespace"], meta["name"], meta["version"]) == ("dgxspark", "sglang", "0.1.0")
     assert meta["license"] and meta["repository"] and meta["tags"]
-    for path in ("tests", ".venv", "molecule", "benchmarks", "collections"):
+    for path in ("tests", ".venv", "molecule", "benchmarks", "collections/ansible_collections"):
         assert path in meta["build_ignore"], path
+    # collections/requirements.yml ships: the execution environment of an installed copy reads it.
+    assert "collections" not in meta["build_ignore"]
 
 
 def test_checkout_link_points_at_the_repo_root():

@@ -730,6 +730,7 @@ OTHER_VALUE = {
     'sglang_server_model_size_gb': 145,
     'sglang_server_memory_reserve_gib': 8,
     'sglang_server_args': {'mem-fraction-static': 0.8},
+    'sglang_server_args_override': 'mem-fraction-static: 0.8',
     'sglang_server_tp_size': 1,
     'sglang_server_host': '127.0.0.1',
     'sglang_server_port': 30001,
