@@ -65,10 +65,11 @@ def site(env, inventory):
 
 
 def registry_pulls(env):
+    """Image pulls the lab's registry served since this lab size's `up` (all tags), or '-' without a registry."""
     try:
-        return json.loads(lab(env, "registry-stats")).get("pulls")
+        return sum(json.loads(lab(env, "registry-stats")).get("pulls", {}).values())
     except SystemExit:
-        return None
+        return "-"
 
 
 def main(argv=None):
@@ -97,7 +98,7 @@ def main(argv=None):
                          slowest, rate, result["changed"], result["seconds"]))
             print("# %d nodes, %s run done in %.0f s" % (n, run, result["seconds"]), file=sys.stderr)
     lab(env, "down")
-    print("| nodes | run | model GB | hub served GB | registry pulls | receivers | copied GB | copy s (slowest) "
+    print("| nodes | run | model GB | hub served GB | registry pulls since up | receivers | copied GB | copy s (slowest) "
           "| MB/s per receiver | changed | site.yml s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
