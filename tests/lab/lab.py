@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -69,6 +68,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:   # lab.py's sibling modules, also when lab.py is loaded from its path (tests)
     sys.path.insert(0, str(HERE))
+import hub_model  # noqa: E402
+import hub_standin  # noqa: E402
 import lab_registry  # noqa: E402
 REPO = HERE.parent.parent
 DEFAULT_LAB_DIR = "/var/lib/dgxspark-lab"
@@ -1337,17 +1338,10 @@ def hub_pid():
     return None
 
 
-def _lab_module(name):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / (name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def cmd_hub_child(_args):
     """The hub stand-in on the controller's lab address, inside dgxlab-ctl."""
     setns("/run/netns/%s" % CTL_NS)
-    server = _lab_module("hub_standin").make_server(hub_root(), host=CTL_IP, port=HUB_PORT, token=HUB_TOKEN)
+    server = hub_standin.make_server(hub_root(), host=CTL_IP, port=HUB_PORT, token=HUB_TOKEN)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     sys.stderr.write("hub: listening on %s in %s: %s\n" % (server.endpoint, CTL_NS, hub_root()))
     sys.stderr.flush()
@@ -1356,11 +1350,10 @@ def cmd_hub_child(_args):
 
 def ensure_hub():
     """Write the lab's model repositories once, and start the hub stand-in unless it runs."""
-    hub_model = _lab_module("hub_model")
     for repo, seed in ((hub_model.REPO_ID, 0), (HUB_GATED_REPO, 1)):
         if not (hub_root() / repo / "config.json").is_file():
             hub_model.write_model(hub_root() / repo, seed=seed)
-    (hub_root() / HUB_GATED_REPO / _lab_module("hub_standin").GATED_MARKER).write_text("")
+    (hub_root() / HUB_GATED_REPO / hub_standin.GATED_MARKER).write_text("")
     if not hub_pid():
         start_daemon([sys.executable, str(Path(__file__).resolve()), "_hub"], LAB_DIR / "hub.pid", LAB_DIR / "hub.log",
                      b"hub: listening", "the hub stand-in")
@@ -1685,15 +1678,7 @@ def ensure_lxcfs():
 
 def stop_lxcfs():
     """SIGTERM (lxcfs unmounts itself), then whatever mount is left is unmounted."""
-    pid = lxcfs_pid()
-    if pid:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if pid_alive(pid):
-            kill_all([pid])
-    (LAB_DIR / "lxcfs.pid").unlink(missing_ok=True)
+    stop_daemon(lxcfs_pid(), LAB_DIR / "lxcfs.pid")
     if is_mountpoint(lxcfs_dir()):
         if run(["umount", str(lxcfs_dir())], check=False).returncode != 0:
             run(["umount", "-l", str(lxcfs_dir())], check=False)
