@@ -8,16 +8,14 @@ live beside this file in ``<filter>.yml``."""
 from __future__ import annotations
 
 from ansible_collections.dgxspark.sglang.plugins.filter.cluster import plain
-from ansible_collections.dgxspark.sglang.plugins.module_utils._staging import hub_request, image_facts, render_record, transfers
+from ansible_collections.dgxspark.sglang.plugins.module_utils._staging import hub_request, image_facts, probed, render_record, transfers
 
 
 def staging_hub_request(plan, staging_results):
     """Filter: the revision preflight asks the hub about, or '' when the model is pinned without it."""
     plan = plain(plan)
     group = next(iter(plan['groups'].values()))
-    infos = {name: (info if isinstance(info, dict) and not info.get('failed') else {})
-             for name, info in (plain(staging_results) or {}).items()}
-    return hub_request(group['model'], infos, group['model_refresh']) or ''
+    return hub_request(group['model'], probed(plain(staging_results)), group['model_refresh']) or ''
 
 
 def staging_record(model, image=None):

@@ -59,7 +59,7 @@ from ansible_collections.dgxspark.sglang.plugins.module_utils._sglang import (
     lookup as sglang_flag,
     validate_server_args,
 )
-from ansible_collections.dgxspark.sglang.plugins.module_utils._staging import RECORD_NAME, read_hub, stage_model
+from ansible_collections.dgxspark.sglang.plugins.module_utils._staging import RECORD_NAME, probed, read_hub, stage_model
 
 SCHEMA = 1
 
@@ -1372,8 +1372,7 @@ def complete_plan(plan, probes, allow_missing_driver=False, fail_on_missing_inte
 def _staging_problems(plan, staging, hub, has_token):
     """Pin the group's model and image, note what each node lacks (``node['staging']``) and check the disks."""
     group = next(iter(plan['groups'].values()))
-    infos = {name: (info if isinstance(info, dict) and not info.get('failed') else {})
-             for name, info in (staging or {}).items()}
+    infos = probed(staging)
     source = group['model']['source_host']
     manifest, problems = read_hub(group['model'], hub, has_token, source)
     model, image, needs, more = stage_model(group, infos, manifest, group['model_refresh'],

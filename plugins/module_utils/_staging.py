@@ -314,6 +314,13 @@ def write_links(cache_dir, repo_id, commit, files):
 
 # ---- the plan: which revision, which files, what each node lacks ---------------------------------------------------
 
+def probed(results):
+    """Host -> staging_info result, registered with ``failed_when: false``: a failed or missing probe counts as a node
+    that holds nothing."""
+    return {name: (info if isinstance(info, dict) and not info.get('failed') else {})
+            for name, info in (results or {}).items()}
+
+
 def requested_revision(model):
     return model.get('revision') or DEFAULT_REVISION
 
@@ -490,8 +497,9 @@ def stage_model(plan_group, infos, hub=None, refresh=False, image_bytes_estimate
 def transfers(plan, group_name, hosts):
     """Who does what with the model in the staging role, from the probed plan: ``source``; ``download`` (the source
     lacks model files); ``model_to`` (the other nodes among ``hosts`` that lack some); ``others`` (the other nodes among
-    ``hosts``); and the bytes involved, for the report. Whether a node holds the image is looked up live by the role:
-    only the source's image ID, known once it pulled, says which image counts."""
+    ``hosts``); ``blobs`` (the source's folder of the model's blobs); and the bytes involved, for the report. Whether
+    a node holds the image is looked up live by the role: only the source's image ID, known once it pulled, says which
+    image counts."""
     group = plan['groups'][group_name]
     model = group['model']
     source = model['source_host']
@@ -505,6 +513,8 @@ def transfers(plan, group_name, hosts):
         'download_bytes': need[source].get('missing_bytes', 0) if hub else 0,
         'model_to': [h for h in others if hub and need[h].get('missing')],
         'others': others,
+        # What the source's staging server serves: the repository's blobs, named by their checksums.
+        'blobs': os.path.join(repo_dir(group['cache_dir'], model['path']), 'blobs') if hub else None,
         'container': container,
     }
     out['copy_bytes'] = sum(need[h].get('missing_bytes', 0) for h in out['model_to'])

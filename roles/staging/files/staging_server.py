@@ -37,7 +37,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):  # pylint: disable=invalid-name
         blob = BLOB.match(self.path)
         image = IMAGE.match(self.path)
-        if blob:
+        if blob and self.server.blobs:
             self.send_blob(os.path.join(self.server.blobs, blob.group(1)))
         elif image and image.group(1) == self.server.image_id:
             self.send_image(image.group(1))
@@ -76,7 +76,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
     parser.add_argument('--bind', required=True)
     parser.add_argument('--port', type=int, required=True)
-    parser.add_argument('--blobs', required=True)
+    parser.add_argument('--blobs', help="the model's blobs folder; empty: no model files (only the image)")
     parser.add_argument('--image-id')
     parser.add_argument('--image-name')
     args = parser.parse_args(argv)

@@ -216,6 +216,7 @@ def test_the_image_pin_and_who_receives_what(source):
     moves = st.transfers(plan, 'g', ['a', 'b', 'c'])
     assert moves['source'] == 'a' and moves['others'] == ['b', 'c'] and moves['container']
     assert moves['model_to'] == ['b', 'c'] and moves['download']
+    assert moves['blobs'] == '/var/lib/sglang/huggingface/hub/models--dgxspark-lab--tiny-qwen2/blobs'
     assert st.transfers(plan, 'g', ['a', 'b'])['model_to'] == ['b']
 
 
