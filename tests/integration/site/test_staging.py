@@ -131,3 +131,18 @@ def test_an_upgrade_stages_the_new_image_everywhere_then_restarts_the_group_once
 def lab_ssh(node, command):
     return subprocess.run([sys.executable, str(ROOT / "tests/lab/lab.py"), "ssh", node, command], capture_output=True,
                           text=True, check=True, timeout=180).stdout.strip()
+
+
+@pytest.mark.parametrize("token, code", [(None, "model-gated"), ("hf_not_the_labs_token", "model-token-refused")])
+def test_a_gated_model_without_a_granting_token_fails_in_preflight_before_any_change(site_playbook, token, code):
+    """The lab's hub gates a copy of the model (lab.py HUB_GATED_REPO): without a token, or with one it refuses,
+    preflight names it from the hub's 401/403, and no task changes anything on any node."""
+    extra = ["-e", "sglang_server_model=dgxspark-lab/tiny-qwen2-gated"]
+    if token:
+        extra += ["-e", "sglang_server_hf_token=" + token]
+    run = site_playbook(*extra)
+    out = run.stdout + run.stderr
+    assert run.returncode != 0 and "[%s]" % code in out, out[-3000:]
+    assert "changed: [" not in out, out[-3000:]
+    if token:
+        assert token not in out
