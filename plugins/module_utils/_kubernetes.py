@@ -99,8 +99,9 @@ def object_name(group):
 
 
 def kubelet_escape(token):
-    """A token as the kubelet passes it on: ``$(`` would be expanded as a variable reference, ``$$(`` is a ``$(``."""
-    return str(token).replace('$(', '$$(')
+    """A token that the kubelet passes on unchanged: it expands ``$(NAME)`` and turns ``$$`` into ``$``, so every
+    ``$`` is doubled."""
+    return str(token).replace('$', '$$')
 
 
 def kubelet_expand(token, env):

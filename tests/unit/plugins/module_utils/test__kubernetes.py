@@ -114,7 +114,7 @@ def kubelet_args(statefulset, index, node):
 @pytest.mark.parametrize('n', [2, 4])
 def test_each_rank_runs_the_systemd_units_argv(n):
     plan = probed_plan(n, sglang_server_args={'mem-fraction-static': 0.8, 'chunked-prefill-size': 8192,
-                                              'json-model-override-args': {'note': '$(HOME) stays literal'}})
+                                              'json-model-override-args': {'note': '$(HOME) and a$$b stay literal'}})
     objects = render_manifests(plan, api_key=API_KEY)['objects']
     group = plan['groups']['spark']
     by_rank = {plan['nodes'][h]['node_rank']: h for h in group['hosts']}
@@ -130,8 +130,8 @@ def test_each_rank_runs_the_systemd_units_argv(n):
         assert argv[argv.index('--node-rank') + 1] == str(rank)
         assert argv[argv.index('--nnodes') + 1] == str(n)
         assert argv[argv.index('--dist-init-addr') + 1] == '192.168.100.11:20000' == group['dist_init_addr']
-    # A '$(' in a user's flag is escaped for the kubelet and reaches SGLang unchanged.
-    assert any('$(HOME) stays literal' in token for token in seen[0])
+    # A '$(' or '$$' in a user's flag is escaped for the kubelet and reaches SGLang unchanged.
+    assert any('$(HOME) and a$$b stay literal' in token for token in seen[0])
 
 
 def test_pod_zero_is_pinned_to_the_head_and_the_others_spread_over_the_other_nodes():
