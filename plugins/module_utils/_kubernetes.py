@@ -515,4 +515,3 @@ def render_manifests(plan, settings=None, api_key=None, hf_token=None):
                                      'labels': _labels('sglang')},
                         'stringData': {'token': hf_token}})
     return {'objects': objects, 'secrets': secrets}
-
