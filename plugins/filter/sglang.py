@@ -16,6 +16,7 @@ import base64
 import json
 
 from ansible.errors import AnsibleFilterError
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.utils.display import Display
 
 from ansible_collections.dgxspark.sglang.plugins.module_utils._sglang_health import (
@@ -27,6 +28,7 @@ from ansible_collections.dgxspark.sglang.plugins.module_utils._sglang import (
     VERSION_PROBE,
     build_argv,
     launch_argv,
+    plan_launch_argv,
     server_args_warnings,
     validate_server_args,
     version_problems,
@@ -64,6 +66,19 @@ def sglang_launch_argv(model, nnodes=1, node_rank=0, dist_init_addr=None, tp_siz
     except ValueError as exc:
         raise AnsibleFilterError(str(exc)) from None
     _warn('sglang_launch_argv', extra)
+    return argv
+
+
+def sglang_plan_argv(plan, host, config_file=None, enable_metrics=True):
+    """The launch_server arguments of one host's rank, from the cluster plan; fails listing every problem."""
+    try:
+        argv = plan_launch_argv(plan, host, config_file=config_file, enable_metrics=boolean(enable_metrics, strict=False))
+    except KeyError:
+        raise AnsibleFilterError('sglang_plan_argv: %s is not a node of spark_cluster_plan (its nodes: %s). Fix: run '
+                                 'the play on the hosts of the plan\'s group' % (host, ', '.join(sorted(plan['nodes']))))
+    except ValueError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+    _warn('sglang_plan_argv', plan['groups'][plan['nodes'][host]['group']].get('server_args'))
     return argv
 
 
@@ -125,6 +140,7 @@ class FilterModule:
             'sglang_advertised_address': sglang_advertised_address,
             'sglang_args_problems': sglang_args_problems,
             'sglang_launch_argv': sglang_launch_argv,
+            'sglang_plan_argv': sglang_plan_argv,
             'sglang_version': sglang_version,
             'sglang_version_probe': sglang_version_probe,
         }

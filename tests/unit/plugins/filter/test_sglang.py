@@ -23,7 +23,7 @@ HERE = pathlib.Path(sglang.__file__).resolve().parent
 
 def test_filters_are_registered_with_docs():
     assert set(FILTERS) == {'sglang_advertised_address', 'sglang_args', 'sglang_args_problems', 'sglang_launch_argv',
-                            'sglang_version', 'sglang_version_probe'}
+                            'sglang_plan_argv', 'sglang_version', 'sglang_version_probe'}
     for name in FILTERS:
         doc = yaml.safe_load((HERE / (name + '.yml')).read_text())
         assert doc['DOCUMENTATION']['name'] == name
@@ -121,3 +121,16 @@ def test_sglang_version_filters():
     with pytest.raises(AnsibleFilterError, match=r'(?s)SGLang on a has 1 problem.*0\.5\.22.*\[sglang-version-mismatch\]'):
         sglang_version('0.5.22', 'a', 'native')
     assert sglang_version('0.5.22', 'a', 'native', True) == '0.5.22'
+
+
+def test_sglang_plan_argv_is_each_ranks_argv_from_the_plan():
+    from ansible_collections.dgxspark.sglang.plugins.module_utils import _cluster
+    from ansible_collections.dgxspark.sglang.tests.unit.plugins.module_utils.test__cluster import describe
+    plan = _cluster.plan_cluster(describe(2, sglang_server_args={'mem-fraction-static': 0.8}))
+    argv = FILTERS['sglang_plan_argv'](plan, 'spark-02', config_file='/etc/sglang/server.yaml', enable_metrics='false')
+    assert argv == ['--model-path', 'Qwen/Qwen2.5-7B-Instruct', '--tp-size', '2', '--nnodes', '2', '--node-rank', '1',
+                    '--dist-init-addr', '192.168.100.11:20000', '--host', '0.0.0.0', '--port', '30000',
+                    '--config', '/etc/sglang/server.yaml', '--mem-fraction-static', '0.8']
+    assert '--enable-metrics' in FILTERS['sglang_plan_argv'](plan, 'spark-01')
+    with pytest.raises(AnsibleFilterError, match='spark-09'):
+        FILTERS['sglang_plan_argv'](plan, 'spark-09')
