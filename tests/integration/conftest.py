@@ -72,7 +72,7 @@ def registry_pulls(reference: str) -> int:
     return pulls[reference]
 
 
-@pytest.fixture(name="lab")
+@pytest.fixture(name="lab", scope="session")  # one module, shared (module-scoped fixtures use it too)
 def fixture_lab():
     return load_lab()
 
