@@ -97,9 +97,8 @@ def test_a_switch_that_is_not_a_boolean_is_a_problem_of_the_plan():
 
 
 def test_two_clusters_get_files_of_their_own_and_cx7_rules_each():
-    files = monitoring_files([plan(2, 'spark'), plan(2, 'spark'), plan(2, 'lab', spark_cx7_interfaces=['enp1s0f0np0'],
-                                                                   spark_cx7_subnets=['192.168.102.0/24'])],
-                             '/etc/prometheus')
+    lab = plan(2, 'lab', spark_cx7_interfaces=['enp1s0f0np0'], spark_cx7_subnets=['192.168.102.0/24'])
+    files = monitoring_files([plan(2, 'spark'), plan(2, 'spark'), lab], '/etc/prometheus')
     assert files['clusters'] == ['lab', 'spark']
     assert sorted(files['file_sd']) == ['lab-node.json', 'lab-sglang.json', 'spark-node.json', 'spark-sglang.json']
     names = [g['name'] for g in files['rules']['groups']]
@@ -206,9 +205,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize('inputs, expected', CASES, ids=['%02d-%s-%s' % (i, c[1][0]['alertname'],
-                                                                          'fires' if c[1][0]['exp_alerts'] else 'quiet')
-                                                          for i, c in enumerate(CASES)])
+CASE_IDS = ['%02d-%s-%s' % (i, c[1][0]['alertname'], 'fires' if c[1][0]['exp_alerts'] else 'quiet')
+            for i, c in enumerate(CASES)]
+
+
+@pytest.mark.parametrize('inputs, expected', CASES, ids=CASE_IDS)
 def test_promtool_test_rules(tmp_path, inputs, expected):
     files = monitoring_files([plan(2)], str(tmp_path))
     for group in files['rules']['groups']:
