@@ -30,7 +30,8 @@ venv: $(BIN)/.stamp
 test: unit sanity lint molecule reboot-test memory-test awx-test
 	@echo "make test: all gates passed"
 
-unit: venv
+# lab-deps: promtool (Debian's prometheus) for the monitoring rules' tests.
+unit: venv lab-deps
 	$(BIN)/pytest tests/unit
 
 # The collection is copied (tracked and new files, not ignored ones) to a path ansible-test accepts;

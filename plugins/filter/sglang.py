@@ -16,7 +16,6 @@ import base64
 import json
 
 from ansible.errors import AnsibleFilterError
-from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.utils.display import Display
 
 from ansible_collections.dgxspark.sglang.plugins.module_utils._sglang_health import (
@@ -69,10 +68,10 @@ def sglang_launch_argv(model, nnodes=1, node_rank=0, dist_init_addr=None, tp_siz
     return argv
 
 
-def sglang_plan_argv(plan, host, config_file=None, enable_metrics=True):
+def sglang_plan_argv(plan, host, config_file=None):
     """The launch_server arguments of one host's rank, from the cluster plan; fails listing every problem."""
     try:
-        argv = plan_launch_argv(plan, host, config_file=config_file, enable_metrics=boolean(enable_metrics, strict=False))
+        argv = plan_launch_argv(plan, host, config_file=config_file)
     except KeyError:
         raise AnsibleFilterError('sglang_plan_argv: %s is not a node of spark_cluster_plan (its nodes: %s). Fix: run '
                                  'the play on the hosts of the plan\'s group' % (host, ', '.join(sorted(plan['nodes']))))

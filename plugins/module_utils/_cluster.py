@@ -100,6 +100,8 @@ DEFAULTS = {
     'sglang_server_tp_size': None,
     'sglang_server_host': '0.0.0.0',
     'sglang_server_port': 30000,
+    # --enable-metrics on every rank: rank 0 serves the group's Prometheus /metrics (the plan's groups.*.metrics).
+    'sglang_server_enable_metrics': True,
     'sglang_server_runtime': 'container',
     'sglang_server_image': 'lmsysorg/sglang:v0.5.23-cu130',
     'sglang_server_image_size_gb': 40,
@@ -552,6 +554,27 @@ def _check_paths_and_names(ctx):
     if not isinstance(host, str) or (host not in WILDCARDS and _parse_ip(host)[0] is None):
         ctx.add(problem('listen-address-invalid', 'sglang_server_host', 'is %r, not an address to listen on' % (host,),
                         'write 0.0.0.0 (every address) or one address of the node', ctx.where, ctx.names))
+
+
+def _check_metrics(ctx):
+    if not isinstance(ctx.values['sglang_server_enable_metrics'], bool):
+        ctx.add(problem('metrics-switch-invalid', 'sglang_server_enable_metrics',
+                        'is %r, not a boolean' % (ctx.values['sglang_server_enable_metrics'],),
+                        'write true (rank 0 serves /metrics for Prometheus) or false', ctx.where, ctx.names))
+
+
+def metrics_target(values, scheme, head_address):
+    """Where Prometheus scrapes the group (rank 0's /metrics, through the head's management address when SGLang
+    listens on every address), or None when neither sglang_server_enable_metrics nor the flag in sglang_server_args
+    turns SGLang's metrics on."""
+    server_args = values['sglang_server_args'] or {}
+    if not (values['sglang_server_enable_metrics'] is True
+            or any(server_args.get(k) is True for k in ('enable-metrics', 'enable_metrics'))):
+        return None
+    host = values['sglang_server_host']
+    address = _url_host(head_address if host in WILDCARDS else host)
+    target = '%s:%s' % (address, values['sglang_server_port'])
+    return {'target': target, 'scheme': scheme, 'path': '/metrics', 'url': '%s://%s/metrics' % (scheme, target)}
 
 
 def _check_staging_inputs(ctx):
@@ -1018,6 +1041,7 @@ def check_description(description):
     mtu, speed, topology = _check_link_settings(ctx)
     cidrs = _check_cidrs(ctx)
     _check_paths_and_names(ctx)
+    _check_metrics(ctx)
     _check_staging_inputs(ctx)
     model = _check_model(ctx)
     _check_memory_reserve(ctx)
@@ -1078,6 +1102,7 @@ def _assemble(ctx, order, interfaces, nets, addresses, model, gpus, tp, pp, dist
         'scheme': scheme,
         'url': url,
         'head_url': head_url,
+        'metrics': metrics_target(values, scheme, nodes[head]['management_address']),
         'service': values['sglang_server_service_name'],
         'config_dir': values['sglang_server_config_dir'].rstrip('/') or '/',
         'record': (values['sglang_server_config_dir'].rstrip('/') or '') + '/' + RECORD_NAME,

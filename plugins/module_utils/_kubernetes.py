@@ -71,7 +71,6 @@ DEFAULTS = {
     'shm_size': '16Gi',
     'run_as_user': None,
     'hub_offline': True,
-    'enable_metrics': True,
     'router': None,
     'router_image': 'ghcr.io/lightseekorg/smg:%s' % SMG_VERSION,
     'router_policy': ROUTER_POLICY,
@@ -268,9 +267,9 @@ def _start_script(group_name):
     ]) + '\n'
 
 
-def _argv_template(plan, group, config_file, enable_metrics):
+def _argv_template(plan, group, config_file):
     """The head's launch_server arguments, escaped for the kubelet, with --node-rank from the pod index."""
-    argv = plan_launch_argv(plan, group['head'], config_file=config_file, enable_metrics=enable_metrics)
+    argv = plan_launch_argv(plan, group['head'], config_file=config_file)
     out = [kubelet_escape(token) for token in argv]
     rank = argv.index('--node-rank') if '--node-rank' in argv else None
     if rank is not None:
@@ -339,7 +338,7 @@ def _pod_template(plan, name, group, values, part, placement, annotations):
         'image': _image(group, values),
         'imagePullPolicy': 'IfNotPresent',
         'command': ['/bin/sh', '-c', kubelet_escape(_start_script(name)), 'sglang'],
-        'args': _argv_template(plan, group, config_file, values['enable_metrics']),
+        'args': _argv_template(plan, group, config_file),
         'env': env,
         'envFrom': [{'configMapRef': {'name': obj + '-nccl'}}],
         'ports': [{'name': 'http', 'containerPort': group['port'], 'protocol': 'TCP'}],

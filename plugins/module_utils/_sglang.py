@@ -638,19 +638,19 @@ def launch_argv(model, nnodes=1, node_rank=0, dist_init_addr=None, tp_size=1, ho
     return argv + _argv(resolved, FLAGS if catalog is None else catalog)
 
 
-def plan_launch_argv(plan, host, config_file=None, enable_metrics=True):
+def plan_launch_argv(plan, host, config_file=None):
     """The launch_server arguments of ``host``'s rank, from the cluster plan (``spark_cluster_plan``).
 
     The one mapping from the plan to ``launch_argv``, shared by the systemd unit of the sglang_server role and the
     Kubernetes objects of the kubernetes role, so that both start every rank with the same flags: the group's model
     (its pinned commit), ``--nnodes``, the node's ``--node-rank``, the head's ``--dist-init-addr``, ``--tp-size``,
     ``--host``, ``--port``, ``--config`` (the file that carries the API key) and the group's ``server_args``, with
-    ``enable-metrics`` first unless ``enable_metrics`` is false (the group's own value wins).
+    ``enable-metrics`` first when the plan gives the group a metrics target (the group's own value wins).
     Raises KeyError for a host outside the plan and ProblemsError (a ValueError) with every problem of the flags.
     """
     node = plan['nodes'][host]
     group = plan['groups'][node['group']]
-    extra = {'enable-metrics': True} if enable_metrics else {}
+    extra = {'enable-metrics': True} if group.get('metrics') else {}
     extra.update(group.get('server_args') or {})
     return launch_argv(group['model']['path'], nnodes=group['nnodes'], node_rank=node['node_rank'],
                        dist_init_addr=group['dist_init_addr'], tp_size=group['tp_size'], host=group['host'],

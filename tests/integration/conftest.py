@@ -72,7 +72,7 @@ def registry_pulls(reference: str) -> int:
     return pulls[reference]
 
 
-@pytest.fixture(name="lab")
+@pytest.fixture(name="lab", scope="session")  # one module, shared (module-scoped fixtures use it too)
 def fixture_lab():
     return load_lab()
 
@@ -130,6 +130,8 @@ def pytest_configure(config: pytest.Config) -> None:
     runner = AnsibleRunner.get_runner(opt.ansible_inventory)
     names = opt.hosts.split(",") if opt.hosts else runner.get_hosts("all")
     names = [n.split("://", 1)[-1].rsplit("@", 1)[-1] for n in names]
+    if not opt.hosts:  # the lab's monitoring host is the controller itself (ansible_connection local): no SSH there
+        names = [n for n in names if runner.get_variables(n).get("ansible_connection") != "local"]
     text = "# Written by tests/integration/conftest.py from the Ansible inventory %s\n" % (
         opt.ansible_inventory or "(ansible.cfg's)")
     text += "".join(ssh_config_entry(n, runner.get_variables(n)) for n in names)

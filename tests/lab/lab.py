@@ -2131,9 +2131,20 @@ INVENTORY_HOST = """\
 """
 
 
+# The monitoring host (playbooks/monitoring.yml): the controller itself, whose namespace dgxlab-ctl reaches every
+# machine's management address (group_vars/spark_monitoring.yml says why there and not on a machine).
+INVENTORY_TAIL = """\
+    spark_monitoring:
+      hosts:
+        lab-prometheus:
+          # The controller: the monitoring role writes Prometheus's files here; the tests run Prometheus in dgxlab-ctl.
+          ansible_connection: local
+"""
+
+
 def render_inventory(n):
     return INVENTORY_HEAD.format(n=n) + "".join(
-        INVENTORY_HOST.format(name=node_name(i), ip=node_ip(i)) for i in range(1, n + 1))
+        INVENTORY_HOST.format(name=node_name(i), ip=node_ip(i)) for i in range(1, n + 1)) + INVENTORY_TAIL
 
 
 def write_inventory(n, path):

@@ -126,11 +126,11 @@ def test_sglang_version_filters():
 def test_sglang_plan_argv_is_each_ranks_argv_from_the_plan():
     from ansible_collections.dgxspark.sglang.plugins.module_utils import _cluster
     from ansible_collections.dgxspark.sglang.tests.unit.plugins.module_utils.test__cluster import describe
-    plan = _cluster.plan_cluster(describe(2, sglang_server_args={'mem-fraction-static': 0.8}))
-    argv = FILTERS['sglang_plan_argv'](plan, 'spark-02', config_file='/etc/sglang/server.yaml', enable_metrics='false')
+    plan = _cluster.plan_cluster(describe(2, sglang_server_args={'mem-fraction-static': 0.8}, sglang_server_enable_metrics=False))
+    argv = FILTERS['sglang_plan_argv'](plan, 'spark-02', config_file='/etc/sglang/server.yaml')
     assert argv == ['--model-path', 'Qwen/Qwen2.5-7B-Instruct', '--tp-size', '2', '--nnodes', '2', '--node-rank', '1',
                     '--dist-init-addr', '192.168.100.11:20000', '--host', '0.0.0.0', '--port', '30000',
                     '--config', '/etc/sglang/server.yaml', '--mem-fraction-static', '0.8']
-    assert '--enable-metrics' in FILTERS['sglang_plan_argv'](plan, 'spark-01')
+    assert '--enable-metrics' in FILTERS['sglang_plan_argv'](_cluster.plan_cluster(describe(2)), 'spark-01')
     with pytest.raises(AnsibleFilterError, match='spark-09'):
         FILTERS['sglang_plan_argv'](plan, 'spark-09')

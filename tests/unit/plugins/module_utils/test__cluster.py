@@ -734,6 +734,7 @@ OTHER_VALUE = {
     'sglang_server_tp_size': 1,
     'sglang_server_host': '127.0.0.1',
     'sglang_server_port': 30001,
+    'sglang_server_enable_metrics': False,
     'sglang_server_runtime': 'native',
     'sglang_server_image': 'lmsysorg/sglang:latest',
     'sglang_server_container_volumes': ['/data:/data:ro'],
