@@ -15,7 +15,7 @@ SANITY_ARGS ?=
 # this network cannot reach; tests/sanity/get_pip.py does the same job offline (see its docstring).
 GET_PIP_CACHE := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 
-.PHONY: test unit sanity lint molecule reboot-test memory-test awx-test lab lab-down lab-deps build clean
+.PHONY: test unit sanity lint molecule reboot-test memory-test fault-test awx-test lab lab-down lab-deps build clean
 
 # requirements-sglang.txt: SGLang's own argument parser for the unit tests, without its GPU stack (--no-deps: every
 # module it imports is pinned there; about 950 MB, most of it triton, and a minute).
@@ -27,7 +27,7 @@ $(BIN)/.stamp: requirements.txt meta/requirements.txt requirements-dev.txt requi
 
 venv: $(BIN)/.stamp
 
-test: unit sanity lint molecule reboot-test memory-test awx-test
+test: unit sanity lint molecule reboot-test memory-test fault-test awx-test
 	@echo "make test: all gates passed"
 
 # lab-deps: promtool (Debian's prometheus) for the monitoring rules' tests.
@@ -82,6 +82,12 @@ reboot-test: venv lab-deps
 # not a larger bystander, before the kernel does; SSH must still answer. A lab of its own, with the environment's ids.
 memory-test: venv lab-deps
 	$(BIN)/pytest -p no:cacheprovider tests/integration/memory
+
+# Faults a serving group must survive (tests/integration/faults), on a lab of its own (two machines, the native runtime,
+# the torch venv): rank 0 killed, the head rebooted, a CX7 twin's cable pulled, the management link cut while site.yml
+# is in sglang_server. The group's recovery is roles/sglang_server/README.md's "When a rank dies".
+fault-test: venv lab-deps
+	$(BIN)/pytest -p no:cacheprovider tests/integration/faults
 
 # The collection as AWX runs it (tests/integration/installed): the tarball built and installed into an empty
 # collections path, then dgxspark.sglang.site, .verify and .site again (no API key: read back, nothing restarts) run by

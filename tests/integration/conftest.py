@@ -14,6 +14,12 @@ one as ``--ansible-inventory``. ``--hosts`` still picks hosts; ``--ssh-config`` 
 
 Any other ``--connection`` (testinfra's ``ansible`` backend included) is left alone.
 
+A lab of a test module's own (``own_lab``): the targets that break a machine or a cluster (memory-test, reboot-test,
+fault-test) bring up their own lab with ``lab.py up`` and the module's ``LAB_UP`` arguments (e.g. ``("1",
+"--memory-max", "1536M")``), in the lab that ``DGXSPARK_LAB_ID`` / ``DGXSPARK_LAB_DIR`` name, and take it down after the
+module; the fixture is the inventory ``lab.py up`` printed. ``lab_sh(node, command)`` runs a command on a machine over
+SSH (the lab's key and ProxyCommand).
+
 The lab's registry: the fixture ``lab`` is tests/lab/lab.py as a module (for the lab that ``DGXSPARK_LAB_ID`` /
 ``DGXSPARK_LAB_DIR`` name), and the fixture ``registry_pulls`` the function ``registry_pulls(reference)``: how many
 pulls of it the registry served since it started (one pull: one GET of the image's config blob; tests/lab/README.md).
@@ -28,6 +34,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -53,6 +60,27 @@ def site_playbook(*extra):
 def fixture_site_playbook():
     """site_playbook(*extra): site.yml on the lab, as a subprocess result."""
     return site_playbook
+
+
+def lab_sh(node, command: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    """COMMAND on lab machine NODE (1, 2, ... or its name) over SSH, as ``lab.py ssh`` runs it."""
+    return subprocess.run([sys.executable, str(LAB_PY), "ssh", str(node), command], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+@pytest.fixture(name="own_lab", scope="module")
+def fixture_own_lab(request):
+    """``lab.py up`` with the test module's ``LAB_UP`` arguments; yields the inventory it printed; ``lab.py down`` after."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root (namespaces, mounts, cgroups)")
+    up = subprocess.run([sys.executable, str(LAB_PY), "up", *request.module.LAB_UP], capture_output=True, text=True,
+                        check=False)
+    try:
+        assert up.returncode == 0, up.stderr
+        yield up.stdout.strip().splitlines()[-1]
+    finally:
+        down = subprocess.run([sys.executable, str(LAB_PY), "down"], capture_output=True, text=True, check=False)
+        assert down.returncode == 0, down.stderr
 
 
 @functools.lru_cache(maxsize=None)

@@ -2086,6 +2086,38 @@ def cmd_reboot(args):
     log("%s rebooted in %.1f s (boot %d)" % (node_name(i), time.monotonic() - t0, boots(i)))
 
 
+def switch_port(i, link):
+    """The switch end of a machine's LINK (its management port or a CX7 twin, by the name the machine sees)."""
+    ports = dict([(MGMT_IF, "n%d-mgmt" % i), ("mgmt", "n%d-mgmt" % i)]
+                 + [(ifname, "n%d-%s" % (i, br)) for ifname, br in zip(CX7_IFS, CX7_BRIDGES)])
+    if link not in ports:
+        raise LabError("no link %r: one of %s" % (link, ", ".join(sorted(ports))))
+    port = ports[link]
+    if SW_NS not in netns_list() or not link_exists(SW_NS, port):
+        raise LabError("%s has no port %s on the lab's switch: `lab.py up` first" % (node_name(i), port))
+    return port
+
+
+def cmd_cut(args):
+    """Pull a machine's cable at the switch: its port on the management bridge (or a CX7 bridge) goes down.
+
+    The machine sees no carrier on that interface; connections through it are not closed, they go silent, as when a
+    Spark's cable is pulled or its switch port dies: SSH to it hangs until its keepalive gives up. Nothing inside
+    the machine changes; `lab.py mend` (or `lab.py up`) plugs it back.
+    """
+    require_root()
+    i = node_index(args.node)
+    run(["ip", "-n", SW_NS, "link", "set", switch_port(i, args.link), "down"])
+    log("%s: %s cut at the switch" % (node_name(i), args.link))
+
+
+def cmd_mend(args):
+    require_root()
+    i = node_index(args.node)
+    run(["ip", "-n", SW_NS, "link", "set", switch_port(i, args.link), "up"])
+    log("%s: %s plugged back at the switch" % (node_name(i), args.link))
+
+
 def state_read():
     try:
         return json.loads((LAB_DIR / "state.json").read_text())
@@ -2406,6 +2438,13 @@ def main(argv=None):
     p = sub.add_parser("reboot", help="reboot a machine (as `systemctl reboot` inside would); wait for SSH")
     p.add_argument("node")
     p.set_defaults(func=cmd_reboot)
+    for name, func, what in (("cut", cmd_cut, "pull a machine's cable at the switch (its port down): links go silent"),
+                             ("mend", cmd_mend, "plug a machine's cable back (after cut)")):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("node")
+        p.add_argument("link", nargs="?", default="mgmt",
+                       help="mgmt (default, the management port %s) or a CX7 twin: %s" % (MGMT_IF, ", ".join(CX7_IFS)))
+        p.set_defaults(func=func)
     p = sub.add_parser("serve", help="serve a folder over HTTP to the machines (e.g. stand-in apt repositories)")
     p.add_argument("directory")
     p.set_defaults(func=cmd_serve)

@@ -10,8 +10,8 @@ the stand-in's argv parsing (SGLang's own parser: unknown flag, bad choice, --co
 key (Bearer only, no environment variable) and /v1/models (id and root are the served name); its
 start-up (port closed while loading, 503 while warming up, /health a one-token generation) and a
 two-rank group (SGLang's message queue on the address of SGLANG_HOST_IP, rank 1's dummy server,
-SIGTERM ignored on rank 1 until rank 0's shutdown, a lost rank: 503 after the health timeout, then the
-watchdog). Each expectation cites the SGLang 0.5.23 source it comes from.
+SIGTERM ignored on rank 1 until rank 0's shutdown, a killed rank ending the other at once, a forward pass that hangs
+ended by the watchdog). Each expectation cites the SGLang 0.5.23 source it comes from.
 """
 
 from __future__ import annotations
@@ -296,27 +296,50 @@ def test_two_ranks_form_on_the_advertised_address_and_stop_from_rank0(tmp_path):
                 rank.proc.kill()
 
 
-def test_a_lost_rank_turns_health_503_then_the_watchdog_ends_rank0(tmp_path):
-    # http_server.py: 503 after SGLANG_HEALTH_CHECK_TIMEOUT; watchdog.py: --watchdog-timeout, 5 s, then the tree dies
-    rank0, _dist, port0, port1, common, env = two_ranks(
-        tmp_path, env={"SGLANG_HEALTH_CHECK_TIMEOUT": "2"}, extra=["--watchdog-timeout", "4"])
+@pytest.mark.parametrize("killed", [1, 0])
+def test_a_killed_rank_ends_the_other_at_once_as_sglangs_scheduler(tmp_path, killed):
+    # request_receiver.py: every scheduler loop broadcasts over the gloo CPU group; a peer that died closed its
+    # sockets: "Connection closed by peer", scheduler.py sends SIGQUIT, kill_process_tree kills the parent (SIGKILL)
+    rank0, _dist, port0, port1, common, env = two_ranks(tmp_path, extra=["--watchdog-timeout", "300"])
     rank1 = StandIn(tmp_path, "r1", *(common + ["--node-rank", "1", "--port", str(port1)]), env=env)
+    ranks = {0: rank0, 1: rank1}
     try:
         rank0.wait_listening(port0)
-        url0 = "http://127.0.0.1:%d" % port0
-        assert wait_status(url0 + "/health", 200, timeout=30) == 200, rank0.output()
-        rank1.proc.kill()
-        rank1.proc.wait()
-        time.sleep(1)
-        assert rank0.proc.poll() is None  # nothing exits at once
-        assert http_status(url0 + "/health") == 503
-        assert "Health check failed" in rank0.output()
-        assert wait_exit(rank0.proc, 30) == -signal.SIGKILL, rank0.output()
-        assert "Scheduler watchdog timeout (self.watchdog_timeout=4.0, self.soft=False)" in rank0.output()
+        assert wait_status("http://127.0.0.1:%d/health" % port0, 200, timeout=30) == 200, rank0.output()
+        ranks[killed].proc.kill()
+        ranks[killed].proc.wait()
+        other = ranks[1 - killed]
+        assert wait_exit(other.proc, 10) == -signal.SIGKILL, other.output()  # long before the watchdog's 300 s
+        log = other.output()
+        assert "Scheduler hit an exception" in log
+        assert re.search(r"RuntimeError: \[\S+pair\.cc:\d+\] Connection closed by peer \[127\.0\.0\.1\]:\d+", log), log
+        assert "Received sigquit from a child process. It usually means the child failed." in log
     finally:
         for rank in (rank1, rank0):
             if rank.proc.poll() is None:
                 rank.proc.kill()
+
+
+def test_a_silent_peer_hangs_the_forward_pass_until_the_watchdog_kills_the_rank(tmp_path):
+    # watchdog.py: a forward pass without progress for --watchdog-timeout: the error, 5 s, then SIGQUIT and the tree
+    # dies. A rank whose peer went silent (no FIN: a cut link) reaches it when its next forward pass hangs.
+    script = (
+        "import sys, threading, time\n"
+        "import sglang_startup\n"
+        "from sglang import launch_server as m\n"
+        "args = sglang_startup.startup_checks(sys.argv[1:])\n"
+        "app = m.Server(args, None)\n"
+        "assert m.peer_went_silent(TimeoutError()) and not m.peer_went_silent(None)\n"
+        "assert not m.peer_went_silent(ConnectionResetError())\n"
+        "threading.Thread(target=app.forward, daemon=True).start()  # group_ok not set: a rank is missing\n"
+        "m.watchdog(app, float(args.watchdog_timeout))\n")
+    started = time.monotonic()
+    res = subprocess.run([sys.executable, "-c", script, "--model-path", MODEL, "--watchdog-timeout", "1"],
+                         env=dict(os.environ, PYTHONPATH=str(STANDIN)), capture_output=True, text=True, timeout=60,
+                         check=False, cwd=str(tmp_path))
+    assert res.returncode == -signal.SIGKILL, res.stdout + res.stderr
+    assert "Scheduler watchdog timeout (self.watchdog_timeout=1.0, self.soft=False)" in res.stdout
+    assert time.monotonic() - started >= 5  # WATCHDOG_GRACE_S: "so that the parent process can print the error"
 
 
 def test_port_closed_while_loading_then_503_while_warming_up(tmp_path):

@@ -32,6 +32,7 @@ ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
 CONVERGE = Path(__file__).with_name("converge.yml")
 MEMORY_MAX = "1536M"
 LIMIT_KIB = 1536 * 1024
+LAB_UP = ("1", "--memory-max", MEMORY_MAX)   # the own_lab fixture (tests/integration/conftest.py)
 BYSTANDER_MIB = 800          # more than the scheduler holds when earlyoom acts (about 600 MiB here)
 HOG = "/opt/dgxspark-sglang/tests/integration/memory/memhog.py"   # the checkout, mounted read-only in every machine
 SCHEDULER_PID_FILE = "/run/sglang-scheduler.pid"
@@ -71,16 +72,8 @@ def recap(res):
 
 
 @pytest.fixture(scope="module")
-def inventory():
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root (namespaces, mounts, cgroups)")
-    up = subprocess.run(LAB + ["up", "1", "--memory-max", MEMORY_MAX], capture_output=True, text=True, check=False)
-    try:
-        assert up.returncode == 0, up.stderr
-        yield up.stdout.strip().splitlines()[-1]
-    finally:
-        down = subprocess.run(LAB + ["down"], capture_output=True, text=True, check=False)
-        assert down.returncode == 0, down.stderr
+def inventory(own_lab):
+    return own_lab
 
 
 @pytest.fixture(scope="module")

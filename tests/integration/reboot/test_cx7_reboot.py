@@ -28,6 +28,7 @@ ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
 MGMT = "enP7s7"
 TWINS = {"enp1s0f1np1": "192.168.100.11/24", "enP2p1s0f1np1": "192.168.101.11/24"}
 NETPLAN_FILE = "/etc/netplan/40-cx7.yaml"
+LAB_UP = ("1", "--network-manager")   # the own_lab fixture (tests/integration/conftest.py)
 NM_SHADOW = "run/NetworkManager/conf.d/10-globally-managed-devices.conf"
 
 
@@ -37,16 +38,8 @@ def sh(node_cmd: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def inventory():
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root (namespaces, mounts, cgroups)")
-    up = subprocess.run(LAB + ["up", "1", "--network-manager"], capture_output=True, text=True, check=False)
-    try:
-        assert up.returncode == 0, up.stderr
-        yield up.stdout.strip().splitlines()[-1]
-    finally:
-        down = subprocess.run(LAB + ["down"], capture_output=True, text=True, check=False)
-        assert down.returncode == 0, down.stderr
+def inventory(own_lab):
+    return own_lab
 
 
 @pytest.fixture(scope="module")

@@ -219,7 +219,7 @@ def test_native_unit_environment_and_hardening(rendered):
     _rc, _out, units, _generated = rendered
     unit = units['nat-2']
     for line in ('Environment=PYTHONPATH=/opt/sglang-standin', 'NoNewPrivileges=yes', 'ProtectSystem=full',
-                 'Restart=on-failure', 'KillMode=mixed'):
+                 'Restart=always', 'KillMode=mixed'):
         assert line in unit.splitlines()
     assert re.search(r'^EnvironmentFile=\S+/nccl\.env$', unit, re.M)
     assert 'secrets.env' not in unit and 'Environment=HF_HUB_OFFLINE=1' in unit.splitlines()

@@ -35,12 +35,21 @@ It runs SGLang 0.5.23's own code wherever that code runs without a GPU, and foll
   ``/health_generate`` always 200, ``/metrics`` with ``--enable-metrics``. From then on SIGTERM is
   logged and ignored: a rank >= 1 exits 0 when rank 0's shutdown broadcast reaches it (before, SIGTERM
   ends it, as SGLang installs that handler only once its schedulers are ready).
-* **losing a rank**: nothing exits at once. Rank 0's next forward pass (a request, or the one-token
-  generation of ``/health``) hangs as NCCL would; ``/health`` turns 503 after the health timeout; the
-  scheduler's watchdog (``srt/utils/watchdog.py``: ``--watchdog-timeout``, default 300 s) then logs
-  ``watchdog timeout``, waits 5 s and the process tree is killed (SIGKILL). A rank >= 1 whose rank 0
-  vanished blocks forever, as one waiting on the broadcast queue does. SIGTERM on rank 0: graceful,
-  the shutdown broadcast goes to every rank, exit 0.
+* **losing a rank**: how the loss shows up decides what happens, as in SGLang. Every scheduler loop, even idle,
+  broadcasts the new requests from tp rank 0 to every rank over the tp group's gloo CPU group
+  (``_broadcast_reqs_across_ranks`` of ``srt/managers/scheduler_components/request_receiver.py``, ``broadcast_pyobj``
+  of ``srt/utils/common.py``). A peer whose process died (killed, crashed, its machine rebooting) closed its
+  sockets: the next broadcast on every other rank raises gloo's ``Connection closed by peer``, the scheduler logs
+  ``Scheduler hit an exception`` and sends SIGQUIT to its parent (``run_scheduler_process`` of
+  ``srt/managers/scheduler.py``), whose handler kills the process tree, itself included (``kill_process_tree``):
+  the rank ends by SIGKILL at once, which systemd restarts. A peer that went silent (its link cut, its power off:
+  the stand-in's TCP keepalive of a few seconds stands in for TCP's own timeout) closes nothing: rank 0's next
+  forward pass (a request, or the one-token generation of ``/health``) hangs as NCCL would; ``/health`` turns 503
+  after the health timeout; the scheduler's watchdog (``srt/utils/watchdog.py``: ``--watchdog-timeout``, default
+  300 s) then logs ``watchdog timeout``, waits 5 s and the process tree is killed (SIGKILL). A rank >= 1 whose
+  rank 0 went silent blocks in the broadcast (gloo's CPU group waits 120 minutes, ``gloo_timeout`` of
+  ``srt/distributed/parallel_state.py``). SIGTERM on rank 0: graceful, the shutdown broadcast goes to every rank,
+  which exits 0.
 * rank 0 HTTP(S): ``/health``, ``/health_generate``, ``/ping``, ``/v1/models``, ``/v1/chat/completions``
   (plain and ``stream`` server-sent events), ``/generate`` (SGLang's native shape), ``/model_info``
   and, with ``--enable-metrics``, ``/metrics`` in Prometheus text with SGLang's metric names and
@@ -67,6 +76,7 @@ line per HTTP request on stdout.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import json
 import math
@@ -652,6 +662,25 @@ def message_queue_reader(handle, rank):
                                                   remote_subscribe_port=handle["remote_subscribe_port"]), rank)
 
 
+def peer_went_silent(error):
+    """True when a peer's connection ended without the peer closing it (keepalive or retransmission timeout: its link
+    is cut or its machine is off), False when the peer's kernel closed it (end of stream, reset: its process died)."""
+    return isinstance(error, TimeoutError) or getattr(error, "errno", None) == errno.EHOSTUNREACH
+
+
+def scheduler_lost_peer(app, peer):
+    """SGLang's scheduler when the gloo broadcast of its loop meets a peer that closed its sockets: the exception is
+    logged, the parent gets SIGQUIT and kills the process tree, itself included (SIGKILL)."""
+    if app.stop.is_set():
+        return
+    log("ERROR:   ", "Scheduler hit an exception: Traceback (most recent call last):\n  File \"sglang/srt/managers/"
+        "scheduler_components/request_receiver.py\", in _broadcast_reqs_across_ranks\nRuntimeError: [../third_party/"
+        "gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [%s]:%d" % (peer[0], peer[1]))
+    log("ERROR:   ", "Received sigquit from a child process. It usually means the child failed.")
+    sys.stdout.flush()
+    os.kill(os.getpid(), signal.SIGKILL)  # kill_process_tree(os.getpid()), parent included
+
+
 class Rendezvous(object):
     """Rank 0: accept ranks 1..N-1; once all are in, hand them the message queue and wait until it is ready."""
 
@@ -709,19 +738,24 @@ class Rendezvous(object):
             if len(self.peers) == self.nnodes - 1:
                 self.all_in.set()
         conn.settimeout(None)
+        ended = None
         try:
             while conn.recv(1024):
                 pass
-        except OSError:
-            pass
+        except OSError as err:
+            ended = err
         if self.app.stop.is_set():
             return
         with self.lock:
-            if self.peers.get(rank) is conn:
-                del self.peers[rank]
-                self.app.group_ok.clear()
-                log("WARNING:", "stand-in: rank %d is gone; the next forward pass hangs, as NCCL's collective would"
-                    % rank)
+            if self.peers.get(rank) is not conn:
+                return
+            del self.peers[rank]
+            self.app.group_ok.clear()
+        if peer_went_silent(ended):
+            log("WARNING:", "stand-in: rank %d went silent (%s); the next forward pass hangs, as NCCL's collective "
+                "would" % (rank, ended))
+            return
+        scheduler_lost_peer(self.app, peer)
 
     def _reject(self, conn, why):
         log("ERROR:   ", "rejected a rank: %s" % why)
@@ -844,17 +878,22 @@ def rank_n_start(app, host, port):
             return
         app.http = make_http_server(app, args.host, args.port, dummy=True, tls=None)
         while True:
+            ended = None
             try:
                 line = _readline(sock)
-            except OSError:
-                line = None
+            except OSError as err:
+                line, ended = None, err
             if line == "shutdown":
                 log("INFO:    ", "rank %d: shutdown broadcast from rank 0; exiting" % args.node_rank)
                 app.shutdown(0)
                 return
             if line is None:
-                # The scheduler blocks on the broadcast queue of a rank 0 that is gone: nothing ends it.
-                log("WARNING:", "stand-in: rank 0 is gone; this rank waits for its broadcast forever, as SGLang's")
+                if peer_went_silent(ended):
+                    # The scheduler blocks in the broadcast of a rank 0 that went silent (gloo's 120 minutes).
+                    log("WARNING:", "stand-in: rank 0 went silent (%s); this rank waits in its broadcast, as SGLang's"
+                        % ended)
+                    return
+                scheduler_lost_peer(app, (host, port))
                 return
 
 
