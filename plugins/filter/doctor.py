@@ -62,9 +62,10 @@ def doctor_version_problems(nodes):
     return versions_problems(_list(nodes, 'nodes'))
 
 
-def doctor_findings(group_reports, problems=None, unreached=None):
+def doctor_findings(group_reports, problems=None, unreached=None, secrets=None):
     """Filter: what looks wrong, once each, from the verify role's group reports and other checks' problems."""
-    return findings(_list(group_reports, 'group_reports'), _list(problems, 'problems'), _list(unreached, 'unreached'))
+    return findings(_list(group_reports, 'group_reports'), _list(problems, 'problems'), _list(unreached, 'unreached'),
+                    _secrets(secrets))
 
 
 def doctor_findings_text(items, tarball=None):

@@ -32,6 +32,13 @@ REDACTED = '<redacted>'
 # ordinary words into <redacted>; the keys this collection generates are 32 characters).
 MIN_SECRET_LENGTH = 6
 
+def _quoted(value):
+    """<redacted> in the quotes the value had, so that JSON, YAML and Python reprs stay what they were."""
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in '"\'':
+        return value[0] + REDACTED + value[0]
+    return REDACTED
+
+
 # What looks like a secret in any text: the value is replaced, the name kept (so the reader sees what was there).
 _PATTERNS = (
     # Hugging Face user access tokens.
@@ -39,12 +46,13 @@ _PATTERNS = (
     # An HTTP Authorization header's credentials.
     (re.compile(r'(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]{6,}'), lambda m: m.group(1) + m.group(2) + REDACTED),
     # --api-key VALUE on a command line.
-    (re.compile(r'(?i)(--(?:admin-)?api-key(?:=|\s+))("[^"]*"|\'[^\']*\'|\S+)'), lambda m: m.group(1) + REDACTED),
+    (re.compile(r'(?i)(--(?:admin-)?api-key(?:=|\s+))("[^"]*"|\'[^\']*\'|\S+)'),
+     lambda m: m.group(1) + _quoted(m.group(2))),
     # NAME=VALUE, NAME: VALUE, 'name': 'value', name='value' (SGLang's server_args line, YAML, env files, JSON).
     (re.compile(r'(?i)\b((?:admin[-_])?api[-_]?key|(?:hf|hugging_?face(?:_hub)?)[-_]token|token|access[-_]token|'
                 r'password|passwd|secret|secret[-_]key|ssl[-_]keyfile[-_]password)(["\']?\s*[:=]\s*)'
                 r'(?!None\b|null\b|<redacted>)("[^"\n]*"|\'[^\'\n]*\'|[^\s"\',}\]]+)'),
-     lambda m: m.group(1) + m.group(2) + REDACTED),
+     lambda m: m.group(1) + m.group(2) + _quoted(m.group(3))),
 )
 
 
@@ -208,10 +216,11 @@ NOT_REACHED = ('the doctor did not reach %s (unreachable, or a task failed there
                'answers SSH (`ansible %s -m ansible.builtin.ping`)')
 
 
-def findings(group_reports=(), problems=(), unreached=()):
+def findings(group_reports=(), problems=(), unreached=(), secrets=()):
     """What looks wrong, once each (by host and code), in order: first the problems of the other checks (``problems``:
     ``_problems`` dicts, e.g. the preflight's plan, the SGLang version), then each group's failures and warnings as the
     verify role judged them (``_verify.group_reports``), then the hosts in ``unreached`` that no group report names.
+    Each message is redacted (``secrets``, and what looks like one).
     """
     out = []
     seen = set()
@@ -220,6 +229,7 @@ def findings(group_reports=(), problems=(), unreached=()):
         key = (item['host'], item['code'])
         if key not in seen:
             seen.add(key)
+            item['message'] = redact(item['message'], secrets)
             out.append(item)
 
     for item in problems or ():

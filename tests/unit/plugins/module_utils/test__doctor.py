@@ -52,6 +52,13 @@ def test_secrets_are_redacted_by_their_shape_without_being_told(text):
     assert d.REDACTED in out
 
 
+def test_redaction_keeps_json_yaml_and_reprs_readable():
+    assert json.loads(d.redact(json.dumps({'api_key': KEY, 'hf_token': TOKEN, 'n': 1}))) == {
+        'api_key': d.REDACTED, 'hf_token': d.REDACTED, 'n': 1}
+    assert "api_key='<redacted>', admin_api_key=None" in d.redact(SERVER_ARGS)
+    assert d.redact("--api-key '%s' --port 1" % KEY) == "--api-key '<redacted>' --port 1"
+
+
 def test_known_secrets_are_redacted_wherever_they_are():
     text = 'the key %s is in a sentence, and %s too' % (KEY, KEY[:-1] + 'X')
     out = d.redact(text, [KEY, None, ''])
@@ -117,7 +124,7 @@ def test_node_files_are_redacted_and_say_what_could_not_be_read():
     text = {f['name']: f['text'] for f in out}
     assert all(f['host'] == 'h1' for f in out)
     assert all(KEY not in t and TOKEN not in t for t in text.values())
-    assert 'api_key=<redacted>' in text['unit-journal.txt'] and text['unit-journal.txt'].startswith('$ journalctl')
+    assert "api_key='<redacted>'" in text['unit-journal.txt'] and text['unit-journal.txt'].startswith('$ journalctl')
     assert 'No such file' in text['nvidia-smi.txt'] and '# rc 2' in text['nvidia-smi.txt']
     assert 'not read (file not found' in text['etc-dgx-release']
     assert 'NCCL INFO NET/Socket' in text['nccl_allreduce-output.txt']
@@ -170,10 +177,12 @@ def test_a_stopped_unit_and_a_node_not_reached():
 
 def test_without_a_plan_the_preflight_message_and_the_nodes_not_reached_are_the_findings():
     preflight = {'code': 'doctor-preflight-failed', 'hosts': [None],
-                 'message': 'The cluster description has 1 problem:\n  1. spark_cx7_subnets: ... [subnet-overlap]'}
-    found = d.findings([], [preflight], unreached=['h2'])
+                 'message': 'The cluster description has 1 problem:\n  1. spark_cx7_subnets: ... [subnet-overlap] '
+                            'h2-secret'}
+    found = d.findings([], [preflight], unreached=['h2'], secrets=['h2-secret'])
     assert [(f['host'], f['code']) for f in found] == [(None, 'doctor-preflight-failed'), ('h2', 'verify-node-not-run')]
     assert 'Fix: check that it is up and answers SSH' in found[1]['message']
+    assert 'h2-secret' not in found[0]['message']
     assert d.format_findings(found).splitlines()[1].startswith('  1. cluster: The cluster description')
 
 
