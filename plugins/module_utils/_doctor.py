@@ -177,7 +177,8 @@ def module_json(result):
 
 
 def node_files(commands=(), files=(), modules=None, secrets=(), host=None):
-    """One node's files of the tarball, ``{host, name, text}`` each (``text`` redacted), sorted by name.
+    """One node's files of the tarball, ``{host, name, path, text}`` each (``path`` is ``host/name`` in the tarball,
+    ``text`` redacted), sorted by name. A module that was skipped (e.g. rank 0's health check on another rank) has none.
 
     ``commands``: the results of the collection's commands (a loop's ``results``; each holds its ``item`` with a
     ``name``); ``files``: the results of slurp (each holds its ``item``, the path); ``modules``: name -> a module's
@@ -193,12 +194,13 @@ def node_files(commands=(), files=(), modules=None, secrets=(), host=None):
         path = item.get('path') if isinstance(item, dict) else item
         out[file_name(path or 'file')] = redact(slurp_text(result, path), secrets)
     for name, result in sorted((modules or {}).items()):
-        if result is None:
+        if result is None or result.get('skipped'):
             continue
         out[file_name(name) + '.json'] = redact(module_json(result), secrets)
         if name == 'nccl_allreduce' and (result.get('stdout') or result.get('stderr')):
             out['nccl_allreduce-output.txt'] = redact(command_text(result), secrets)
-    return [{'host': host, 'name': name, 'text': out[name]} for name in sorted(out)]
+    return [{'host': host, 'name': name, 'path': '%s/%s' % (host, name) if host else name, 'text': out[name]}
+            for name in sorted(out)]
 
 
 # --- what looks wrong ---------------------------------------------------------------------------------------------

@@ -194,3 +194,24 @@ def test_the_versions_probe_argv_is_the_version_probes_with_another_program():
     base = sglang_version_probe(group)
     assert base[-1] == VERSION_PROBE
     assert doctor_versions_probe(base) == base[:-1] + [d.VERSIONS_PROBE]
+
+
+def test_the_pack_script_writes_every_file_under_one_top_folder(tmp_path):
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    import tarfile  # pylint: disable=import-outside-toplevel
+    script = pathlib.Path(__file__).resolve().parents[4] / 'roles' / 'doctor' / 'files' / 'doctor_pack.py'
+    files = d.node_files([{'item': {'name': 'kernel'}, 'cmd': ['uname', '-a'], 'rc': 0, 'stdout': 'Linux x'}],
+                         host='h1') + [{'path': 'findings.txt', 'text': 'Nothing looks wrong.\n'}]
+    tarball = tmp_path / 'out' / 'doctor-spark-20261201T230000Z.tar.gz'
+    run = subprocess.run([sys.executable, str(script), str(tarball)], input=json.dumps(files), capture_output=True,
+                         text=True, check=True)
+    assert run.stdout.strip() == str(tarball) and tarball.stat().st_mode & 0o777 == 0o600
+    with tarfile.open(tarball) as tar:
+        members = {m.name: tar.extractfile(m).read().decode() for m in tar.getmembers()}
+    assert sorted(members) == ['doctor-spark-20261201T230000Z/findings.txt', 'doctor-spark-20261201T230000Z/h1/kernel.txt']
+    assert members['doctor-spark-20261201T230000Z/h1/kernel.txt'] == '$ uname -a\nLinux x\n# rc 0\n'
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path / 'bad.tar.gz')],
+                         input=json.dumps([{'path': '../escape', 'text': ''}]), capture_output=True, text=True,
+                         check=False)
+    assert bad.returncode != 0 and not (tmp_path / 'bad.tar.gz').exists() and list(tmp_path.glob('.bad*')) == []
