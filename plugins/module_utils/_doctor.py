@@ -32,6 +32,7 @@ REDACTED = '<redacted>'
 # ordinary words into <redacted>; the keys this collection generates are 32 characters).
 MIN_SECRET_LENGTH = 6
 
+
 def _quoted(value):
     """<redacted> in the quotes the value had, so that JSON, YAML and Python reprs stay what they were."""
     if len(value) >= 2 and value[0] == value[-1] and value[0] in '"\'':
@@ -268,6 +269,6 @@ def format_findings(items, tarball=None):
     lines.append('%d thing%s look%s wrong:' % (len(items), '' if len(items) == 1 else 's', 's' if len(items) == 1 else ''))
     for number, item in enumerate(items, 1):
         mark = ' (warning)' if item.get('severity') == 'warning' else ''
-        lines.append('  %d. %s%s: %s [%s]' % (number, item.get('host') or 'cluster', mark, item['message'],
-                                             item['code']))
+        where = item.get('host') or 'cluster'
+        lines.append('  %d. %s%s: %s [%s]' % (number, where, mark, item['message'], item['code']))
     return '\n'.join(lines)

@@ -81,7 +81,7 @@ def test_4_doctor_names_the_twin_down_and_redacts_every_secret(tmp_path):
     Hugging Face token planted in a file it collects: the twin named with connectx_info's code and fix, the stopped
     unit named, and neither the planted token nor the group's API key (which the stand-in logs in its server_args
     line, as SGLang does) anywhere in the tarball. Then the twin comes back up."""
-    token = "hf_" + "".join(random.choice(string.ascii_letters + string.digits) for _ in range(34))
+    token = "hf_" + "".join(random.choices(string.ascii_letters + string.digits, k=34))
     env_file = "/etc/sglang/nccl.env"
     original = ssh("lab-spark-02", "cat %s" % env_file)
     key = yaml.safe_load(ssh("lab-spark-01", "cat /etc/sglang/server.yaml"))["api-key"]
