@@ -1,6 +1,6 @@
 """teardown.yml on the converged lab: every machine's file list back to what it was before site.yml, less what
-teardown leaves on purpose (roles/teardown/meta/argument_specs.yml): the packages' own files, the services those
-packages enable, Docker's daemon.json, and the model cache.
+teardown leaves on purpose (roles/teardown/meta/argument_specs.yml): the packages with what their own scripts made,
+Docker's daemon.json and state, and the model cache.
 
 The file list (tests/lab/file_list.sh: every path under /etc, /usr/local, /var/lib and /opt, less package databases,
 daemons' state and logs) was taken on the fresh machines by molecule/shared/create.yml. Runs last in the scenario
@@ -26,16 +26,26 @@ NODES = ("lab-spark-01", "lab-spark-02")
 # What site.yml writes, which must be gone after teardown.yml.
 ADDED = ("/etc/systemd/system/sglang.service", "/etc/sglang/server.yaml", "/etc/sglang/pins.json",
          "/etc/sglang/nccl.env", "/etc/netplan/40-cx7.yaml", "/etc/default/earlyoom",
-         "/etc/systemd/system/earlyoom.service.d/50-dgxspark-priority.conf",
-         "/usr/local/libexec/dgxspark-sglang/staging_server.py")
-# What teardown leaves on purpose, beyond the files of the installed packages (dpkg -L): the services those
-# packages (and cx7_network, for systemd-networkd) enabled, Docker's daemon.json (merged, never owned, by
-# container_runtime), the model cache (teardown_remove_model_cache: false), and the backups that adding the packages'
-# system users and groups leaves.
-KEPT = ("/etc/systemd/system/*.wants", "/etc/systemd/system/*.wants/*", "/etc/systemd/system/dbus-org.freedesktop.*",
-        "/etc/docker", "/etc/docker/daemon.json", "/var/lib/sglang", "/var/lib/sglang/*",
-        "/etc/group-", "/etc/gshadow-", "/etc/passwd-", "/etc/shadow-", "/etc/subuid-", "/etc/subgid-",
-        "/etc/subuid", "/etc/subgid")
+         "/etc/systemd/system/earlyoom.service.d/50-dgxspark-priority.conf")
+# ... and on the source node of the staging (the head), the staging server.
+ADDED_ON_SOURCE = ("/usr/local/libexec/dgxspark-sglang/staging_server.py",)
+# What teardown leaves on purpose, beyond the files that the installed packages own (dpkg -L):
+KEPT = (
+    # what the packages' maintainer scripts made: the services they enabled (and systemd-networkd, which
+    # cx7_network enabled), init links, alternatives, AppArmor and SGML catalogs, the backups of the user and group
+    # files that adding their system users leaves;
+    "/etc/systemd/system/*.wants", "/etc/systemd/system/*.wants/*", "/etc/systemd/system/dbus-org.freedesktop.*",
+    "/etc/rc?.d/*", "/etc/alternatives/*", "/etc/apparmor.d/*", "/etc/sgml", "/etc/sgml/*", "/usr/local/share/sgml",
+    "/usr/local/share/sgml/*", "/var/lib/sgml-base/*", "/etc/networks",
+    "/etc/group-", "/etc/gshadow-", "/etc/passwd-", "/etc/shadow-", "/etc/subuid", "/etc/subgid", "/etc/subuid-",
+    "/etc/subgid-",
+    # Docker's and containerd's own state beside daemon.json, which container_runtime merges, never owns;
+    "/etc/docker", "/etc/docker/*", "/etc/cni", "/etc/cni/*",
+    # the standard folder that the staging role's script folder was made in (empty now);
+    "/usr/local/libexec",
+    # the model cache (teardown_remove_model_cache: false).
+    "/var/lib/sglang", "/var/lib/sglang/*",
+)
 
 
 def ssh(node, command):
@@ -75,7 +85,8 @@ def test_teardown_leaves_the_machines_as_before_site_but_what_it_documents():
                         "scenario through molecule)" % listed)
         before[node] = set(listed.read_text().split("\n")) - {""}
         deployed = file_list(node)
-        assert set(ADDED) <= deployed - before[node], sorted(set(ADDED) - deployed)
+        added = set(ADDED) | (set(ADDED_ON_SOURCE) if node == NODES[0] else set())
+        assert added <= deployed - before[node], sorted(added - deployed)
 
     rc, out = teardown()
     assert rc == 0, out[-4000:]
@@ -88,7 +99,7 @@ def test_teardown_leaves_the_machines_as_before_site_but_what_it_documents():
         owned = package_files(node)
         left = sorted(p for p in after - before[node] if p not in owned and not kept(p))
         assert left == [], "%s keeps what teardown.yml should have removed: %s" % (node, left)
-        assert not set(ADDED) & after
+        assert not (set(ADDED) | set(ADDED_ON_SOURCE)) & after
         # The model cache stays unless asked.
         assert "/var/lib/sglang/huggingface" in after
         # The twins lost their addresses with the netplan file; nothing else of the network was touched.
