@@ -221,8 +221,9 @@ NOT_REACHED = ('the doctor did not reach %s (unreachable, or a task failed there
 
 def findings(group_reports=(), problems=(), unreached=(), secrets=()):
     """What looks wrong, once each (by host and code), in order: first the problems of the other checks (``problems``:
-    ``_problems`` dicts, e.g. the preflight's plan, the SGLang version), then each group's failures and warnings as the
-    verify role judged them (``_verify.group_reports``), then the hosts in ``unreached`` that no group report names.
+    ``_problems`` dicts, e.g. the preflight's plan, the SGLang version), then the hosts in ``unreached`` (with what to
+    check, under the verify role's code for a node whose checks did not run), then each group's failures and warnings
+    as the verify role judged them (``_verify.group_reports``).
     Each message is redacted (``secrets``, and what looks like one).
     """
     out = []
@@ -240,15 +241,14 @@ def findings(group_reports=(), problems=(), unreached=(), secrets=()):
         for host in hosts:
             add(finding(host, item.get('code') or 'problem', item.get('message') or item.get('what') or '',
                         item.get('severity', 'error')))
+    # A node the doctor did not reach: its own sentence, which says what to check.
+    for host in unreached or ():
+        add(finding(host, UNREACHED_CODE, NOT_REACHED % (host, host)))
     for report in group_reports or ():
         for item in report.get('failures') or ():
             add(finding(item.get('host'), item.get('code'), _with_check(item)))
         for item in report.get('warnings') or ():
             add(finding(item.get('host'), item.get('code'), _with_check(item), 'warning'))
-    named = set(item['host'] for item in out if item['code'] == UNREACHED_CODE)
-    for host in unreached or ():
-        if host not in named:
-            add(finding(host, UNREACHED_CODE, NOT_REACHED % (host, host)))
     return out
 
 

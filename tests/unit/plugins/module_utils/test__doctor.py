@@ -169,8 +169,9 @@ def test_a_stopped_unit_and_a_node_not_reached():
     found = d.findings(_lab_reports(unit=CASES.UNIT_DEAD, reached=(CASES.H1,)), unreached=[CASES.H2])
     pairs = [(f['host'], f['code']) for f in found]
     assert (CASES.H1, 'sglang-unit-not-active') in pairs and (CASES.H2, 'verify-node-not-run') in pairs
-    # The node not reached is named once, by the verify report's code.
+    # The node not reached is named once, by the verify report's code, with what to check.
     assert pairs.count((CASES.H2, 'verify-node-not-run')) == 1
+    assert 'Fix: check that it is up and answers SSH' in found[pairs.index((CASES.H2, 'verify-node-not-run'))]['message']
     assert 'Fix: read why in `journalctl -u sglang -n 100`' in next(
         f['message'] for f in found if f['code'] == 'sglang-unit-not-active')
 
