@@ -189,6 +189,13 @@ options:
       - Seconds before the module ends the worker and fails, at least 20. torch's own timeout is set 15 s or 10% below it.
     type: int
     default: 300
+  return_output:
+    description:
+      - Return the worker's RV(stdout) and RV(stderr) also when it passes (they are always returned when it fails), e.g.
+        the lines of C(NCCL_DEBUG=INFO) given in O(env); the doctor playbook keeps them.
+    type: bool
+    default: false
+    version_added: 0.1.0
 notes:
   - Run with the C(linear) or C(free) strategy and forks >= nodes, never with C(serial) below the node count.
   - On a multi-GPU host, NVLink multicast (NVLS) may have to stay off; pass C(NCCL_NVLS_ENABLE=0) in O(env)
@@ -226,6 +233,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+stdout:
+  description: What the worker printed (its JSON report).
+  returned: when the run failed, or with O(return_output)
+  type: str
+stderr:
+  description: The worker's standard error, e.g. NCCL's C(NCCL_DEBUG) lines.
+  returned: when the run failed, or with O(return_output)
+  type: str
 applicable:
   description:
     - Whether the all-reduce applies. V(false) for a job of one rank in all (O(nnodes=1) and one local rank, e.g.
@@ -447,6 +462,7 @@ def main():
             threshold_min_bytes=dict(type="int", default=DEFAULT_THRESHOLD_MIN_BYTES),
             below_threshold=dict(type="str", choices=list(BELOW_THRESHOLD_ACTIONS), default="fail"),
             timeout=dict(type="int", default=300),
+            return_output=dict(type="bool", default=False),
         ),
         required_if=[("runtime", "container", ["image", "rdma_devices"])],
         supports_check_mode=True,
@@ -496,7 +512,7 @@ def main():
     for key in ("nccl_version", "device_name"):
         if key in report:
             result[key] = report[key]
-    if not verdict["passed"]:
+    if not verdict["passed"] or params["return_output"]:
         result.update(rc=rc, stdout=out, stderr=err)
         module.fail_json(msg="; ".join(verdict["problems"]), **result)
     module.exit_json(**result)

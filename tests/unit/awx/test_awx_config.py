@@ -193,7 +193,7 @@ def test_the_survey_variables_are_used_by_the_playbooks_they_are_asked_for():
     options = role_options()
     for jt in templates()['awx_job_templates']:
         text = (ROOT / jt['playbook']).read_text()
-        roles = set(re.findall(r'role: dgxspark\.sglang\.(\w+)', text))
+        roles = set(re.findall(r'(?:role|name): dgxspark\.sglang\.(\w+)', text))  # roles:, or include_role
         for question in jt['survey_spec']['spec']:
             assert options[question['variable']][0] in roles, (jt['name'], question['variable'], roles)
 
