@@ -110,7 +110,14 @@ DEFAULTS = {
     'sglang_server_native_python': '/opt/sglang/venv/bin/python',
     'sglang_server_service_name': 'sglang',
     'sglang_server_config_dir': '/etc/sglang',
+    # HTTPS on rank 0's API with a certificate the sglang_server role installs (the user's, or a self-signed one made
+    # once on the controller). Off by default: every client of the API then needs the CA (sglang_server README).
+    'sglang_server_tls': False,
 }
+
+# Where the sglang_server role puts the TLS files on every node (inside sglang_server_config_dir); the verify role
+# checks rank 0 with the CA file.
+TLS_FILES = {'certfile': 'tls-cert.pem', 'keyfile': 'tls-key.pem', 'cafile': 'tls-ca.pem'}
 
 # Cluster-wide inputs that are checked but not carried: the roles that own them keep their defaults (None here means
 # "not set", which is always valid). The secrets are checked for their form only and never copied into the plan.
@@ -592,6 +599,17 @@ def _check_staging_inputs(ctx):
             isinstance(no_proxy, list) and all(isinstance(x, str) for x in no_proxy))):
         ctx.add(problem('no-proxy-invalid', 'spark_no_proxy', 'is %r, not a list of hosts or domains' % (no_proxy,),
                         'write e.g. [.example.com, 10.0.0.0/8]', ctx.where, ctx.names))
+    tls = ctx.values['sglang_server_tls']
+    if not isinstance(tls, bool):
+        ctx.add(problem('tls-invalid', 'sglang_server_tls', 'is %r, not true or false' % (tls,),
+                        'write true for HTTPS with the role\'s certificate, false (default) for HTTP', ctx.where,
+                        ctx.names))
+    elif tls and isinstance(ctx.values['sglang_server_args'], dict) and any(
+            str(k).lstrip('-').replace('_', '-') in ('ssl-certfile', 'ssl-keyfile')
+            for k in ctx.values['sglang_server_args']):
+        ctx.add(problem('tls-twice', 'sglang_server_tls', 'is true while sglang_server_args sets ssl-certfile or '
+                        'ssl-keyfile as well', 'remove ssl-certfile and ssl-keyfile from sglang_server_args (the role '
+                        'passes its own), or set sglang_server_tls: false to keep yours', ctx.where, ctx.names))
     if not isinstance(ctx.values['sglang_server_model_refresh'], bool):
         ctx.add(problem('refresh-invalid', 'sglang_server_model_refresh', 'is %r, not true or false'
                         % (ctx.values['sglang_server_model_refresh'],), 'write true to ask the hub for the newest commit '
@@ -1083,7 +1101,10 @@ def _assemble(ctx, order, interfaces, nets, addresses, model, gpus, tp, pp, dist
             'staging': None,
         }
     server_args = values['sglang_server_args'] or {}
-    scheme = 'https' if 'ssl-certfile' in server_args or 'ssl_certfile' in server_args else 'http'
+    config_dir = values['sglang_server_config_dir'].rstrip('/') or ''
+    tls = dict((name, '%s/%s' % (config_dir, base)) for name, base in TLS_FILES.items()) \
+        if values['sglang_server_tls'] else None
+    scheme = 'https' if tls or 'ssl-certfile' in server_args or 'ssl_certfile' in server_args else 'http'
     url, head_url = _urls(values, scheme, nodes[head]['management_address'])
     model = dict(model, source_host=model['source_host'] or head)
     group = {
@@ -1100,6 +1121,7 @@ def _assemble(ctx, order, interfaces, nets, addresses, model, gpus, tp, pp, dist
         'port': values['sglang_server_port'],
         'host': values['sglang_server_host'],
         'scheme': scheme,
+        'tls': tls,
         'url': url,
         'head_url': head_url,
         'metrics': metrics_target(values, scheme, nodes[head]['management_address']),

@@ -199,6 +199,11 @@ def _group_problems(plan, name, group, values):
         problems.append(problem('k8s-node-name-twice', VARIABLES['node_names'],
                                 'gives several hosts of group %s the node name %s' % (name, ', '.join(twice)),
                                 'map each host to its own Kubernetes node', 'the kubernetes role', hosts))
+    if group.get('tls'):
+        problems.append(problem('k8s-tls-unsupported', 'sglang_server_tls',
+                                'is true, but the pods get no certificate files (the units\' TLS files live on the nodes)',
+                                'set sglang_server_tls: false for the Kubernetes render, and terminate TLS at an Ingress '
+                                'or the router', 'group ' + name, hosts))
     obj = object_name(name)
     # The workers' StatefulSet name carries '-workers' more; the router's objects are sglang-router.
     if not _DNS_LABEL.match(obj) or len(obj) > 52 or obj == ROUTER_NAME:

@@ -645,12 +645,15 @@ def plan_launch_argv(plan, host, config_file=None):
     Kubernetes objects of the kubernetes role, so that both start every rank with the same flags: the group's model
     (its pinned commit), ``--nnodes``, the node's ``--node-rank``, the head's ``--dist-init-addr``, ``--tp-size``,
     ``--host``, ``--port``, ``--config`` (the file that carries the API key) and the group's ``server_args``, with
-    ``enable-metrics`` first when the plan gives the group a metrics target (the group's own value wins).
+    ``enable-metrics`` first when the plan gives the group a metrics target, ``ssl-certfile``/``ssl-keyfile`` when it
+    gives the group TLS files (the group's own values win).
     Raises KeyError for a host outside the plan and ProblemsError (a ValueError) with every problem of the flags.
     """
     node = plan['nodes'][host]
     group = plan['groups'][node['group']]
     extra = {'enable-metrics': True} if group.get('metrics') else {}
+    if group.get('tls'):
+        extra.update({'ssl-certfile': group['tls']['certfile'], 'ssl-keyfile': group['tls']['keyfile']})
     extra.update(group.get('server_args') or {})
     return launch_argv(group['model']['path'], nnodes=group['nnodes'], node_rank=node['node_rank'],
                        dist_init_addr=group['dist_init_addr'], tp_size=group['tp_size'], host=group['host'],

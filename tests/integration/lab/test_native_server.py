@@ -34,5 +34,7 @@ def test_unit_reads_nccl_env_and_advertises_the_cx7_address(host, name):
 def test_rank0_is_healthy(host, name):
     if RANK[name] != 0:
         pytest.skip("only rank 0 serves the API")
-    out = host.check_output("python3 -c 'import urllib.request as u; print(u.urlopen(\"http://127.0.0.1:30000/health\").status)'")
+    # molecule/lab turns on sglang_server_tls: HTTPS with the group's certificate, verified with its CA.
+    out = host.check_output("python3 -c 'import ssl, urllib.request as u; print(u.urlopen(\"https://127.0.0.1:30000/health\", "
+                            "context=ssl.create_default_context(cafile=\"/etc/sglang/tls-ca.pem\")).status)'")
     assert out == "200"

@@ -11,6 +11,10 @@ Shared by the lab's stand-in for ``launch_server`` (``sglang/launch_server.py`` 
 - the hooks of ``sglang/srt/arg_groups/serving_hook.py`` that need no GPU (``GPU_FREE_HOOKS``), through ``run_hook``;
 - the level SGLang hands to uvicorn (``--log-level-http``, else ``--log-level``), looked up in uvicorn's own
   ``LOG_LEVELS`` as ``uvicorn.Config.configure_logging`` does;
+- the logging set-up of ``_launch_subprocesses`` (``srt/entrypoints/engine.py``): ``configure_logger`` of
+  ``srt/utils/common.py`` (``SGLANG_LOGGING_CONFIG_PATH``'s JSON handed to ``logging.config.dictConfig``, else
+  ``logging.basicConfig`` with ``--log-level``), then the ``server_args=...`` line at info, the API key included,
+  through the logger ``sglang.srt.entrypoints.engine`` (``server_args_line``);
 - the group shape that ``check_server_args`` (``sglang/srt/arg_groups/validation_hook.py``) asserts first:
   ``tp_size * pp_size`` divisible by ``nnodes`` (the rest of that function needs the model's config), and the rank
   range and dist-init address that a multi-node launch needs.
@@ -29,6 +33,19 @@ def sglang_version():
 def prepare_server_args(argv):
     from sglang.srt.server_args import prepare_server_args as prepare  # pylint: disable=import-outside-toplevel
     return prepare(list(argv))
+
+
+def configure_logger(record):
+    """SGLang's own ``configure_logger`` (``srt/utils/common.py``), as ``_launch_subprocesses`` calls it first."""
+    from sglang.srt.utils.common import configure_logger as configure  # pylint: disable=import-outside-toplevel
+    configure(record)
+
+
+def server_args_line(record):
+    """The line ``_launch_subprocesses`` logs at info (``_server_args_for_logging`` of ``srt/entrypoints/engine.py``:
+    ``redact_watermark_secrets(server_args.resolved_dict())``, which keeps the API key)."""
+    from sglang.srt.sampling.watermarking.core import redact_watermark_secrets  # pylint: disable=import-outside-toplevel
+    return f"server_args={redact_watermark_secrets(record.resolved_dict())}"
 
 
 def hooks():

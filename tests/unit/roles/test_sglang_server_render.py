@@ -218,13 +218,35 @@ def test_both_runtimes_advertise_the_node_s_cx7_address(rendered):
 def test_native_unit_environment_and_hardening(rendered):
     _rc, _out, units, _generated = rendered
     unit = units['nat-2']
-    for line in ('Environment=PYTHONPATH=/opt/sglang-standin', 'NoNewPrivileges=yes', 'ProtectSystem=full',
+    for line in ('Environment=PYTHONPATH=/opt/sglang-standin', 'NoNewPrivileges=yes', 'ProtectSystem=strict',
+                 'User=sglang', 'Group=sglang', 'CapabilityBoundingSet=', 'PrivateTmp=yes', 'ProtectHome=yes',
                  'Restart=always', 'KillMode=mixed'):
-        assert line in unit.splitlines()
+        assert line in unit.splitlines(), unit
+    # The model cache is the one folder outside the state folder that SGLang may write.
+    assert re.search(r'^ReadWritePaths=\S+/cache$', unit, re.M)
+    assert re.search(r'^Environment=SGLANG_LOGGING_CONFIG_PATH=\S+/etc/logging\.json$', unit, re.M)
+    # What CUDA, Triton and NCCL need (the lab has no GPU to show it): reasons beside each in the template.
+    assert 'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK' in unit.splitlines()
+    for directive in ('MemoryDenyWriteExecute', 'DeviceAllow', 'DevicePolicy', 'ProtectClock', 'SystemCallFilter=@'):
+        assert not re.search(r'^%s' % directive, unit, re.M), directive
     assert re.search(r'^EnvironmentFile=\S+/nccl\.env$', unit, re.M)
     assert 'secrets.env' not in unit and 'Environment=HF_HUB_OFFLINE=1' in unit.splitlines()
     assert not re.search(r"^PrivateDevices=", unit, re.M)
     assert unit.startswith('#\n# Ansible managed')
+
+
+def test_container_is_not_privileged_and_reads_the_logging_config(rendered):
+    _rc, _out, units, _generated = rendered
+    for rank in (1, 2):
+        unit = units['ctr-%d' % rank]
+        lines = exec_start(unit)
+        assert not any('--privileged' in line or '--cap-add' in line for line in lines)
+        assert '--security-opt no-new-privileges' in lines
+        assert any(line.startswith('--env SGLANG_LOGGING_CONFIG_PATH=') and line.endswith('/logging.json')
+                   for line in lines)
+        assert any(line.startswith('--volume ') and line.endswith('/logging.json:ro') for line in lines)
+        # The container runs as root inside Docker: no User= on the unit.
+        assert not re.search(r'^User=', unit, re.M)
 
 
 def test_no_secret_in_any_unit_or_in_the_output(rendered):

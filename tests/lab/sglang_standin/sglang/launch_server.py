@@ -79,6 +79,7 @@ from __future__ import annotations
 import errno
 import hmac
 import json
+import logging
 import math
 import os
 import re
@@ -92,6 +93,10 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOG_LOCK = threading.Lock()
+# SGLang's module loggers, made at import as SGLang's modules make them, before configure_logger runs: a logging config
+# (SGLANG_LOGGING_CONFIG_PATH) without "disable_existing_loggers": false silences them, as it silences SGLang's.
+ENGINE_LOGGER = logging.getLogger("sglang.srt.entrypoints.engine")
+HTTP_LOGGER = logging.getLogger("sglang.srt.entrypoints.http_server")
 # SGLang's own variable (srt/entrypoints/http_server.py: HEALTH_CHECK_TIMEOUT).
 HEALTH_CHECK_TIMEOUT = int(os.getenv("SGLANG_HEALTH_CHECK_TIMEOUT", "20"))
 WATCHDOG_GRACE_S = 5  # srt/utils/watchdog.py: "Wait for some time so that the parent process can print the error."
@@ -831,7 +836,7 @@ def rank0_start(app, rendezvous, tls):
     if app.stop.wait(app.warmup_seconds) or not app.forward():
         return
     app.status = "Up"
-    log("INFO:    ", "The server is fired up and ready to roll!")
+    HTTP_LOGGER.info("The server is fired up and ready to roll!")
 
 
 def watchdog(app, timeout):
@@ -905,6 +910,9 @@ def main(argv=None):
     import sglang_startup  # pylint: disable=import-outside-toplevel  # beside this package, on PYTHONPATH
     argv = sys.argv[1:] if argv is None else list(argv)
     args = sglang_startup.startup_checks(argv)  # SGLang's prepare_server_args and its GPU-free hooks
+    # _launch_subprocesses: SGLang's configure_logger, then the server_args line at info (the API key in it).
+    sglang_startup.configure_logger(args)
+    ENGINE_LOGGER.info(sglang_startup.server_args_line(args))
     api_key = args.api_key or None  # from the flag or the --config file only, as in SGLang
     app = Server(args, api_key)
     app.queue = None

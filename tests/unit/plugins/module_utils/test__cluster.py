@@ -271,6 +271,26 @@ def test_ssl_certfile_makes_the_urls_https():
     assert spark['url'] == 'https://10.0.0.11:30000' and spark['head_url'] == 'https://10.0.0.11:30000'
 
 
+def test_sglang_server_tls_makes_the_urls_https_and_names_the_files_on_the_nodes():
+    spark = cluster(plan_cluster(describe(2, sglang_server_tls=True, sglang_server_config_dir='/etc/sg/')))
+    assert spark['scheme'] == 'https'
+    assert spark['url'] == 'https://127.0.0.1:30000' and spark['head_url'] == 'https://10.0.0.11:30000'
+    assert spark['tls'] == {'certfile': '/etc/sg/tls-cert.pem', 'keyfile': '/etc/sg/tls-key.pem',
+                            'cafile': '/etc/sg/tls-ca.pem'}
+    plain = cluster(plan_cluster(describe(2)))
+    assert plain['tls'] is None and plain['scheme'] == 'http' and plain['url'] == 'http://127.0.0.1:30000'
+
+
+@pytest.mark.parametrize('values, code', [
+    ({'sglang_server_tls': 'true'}, 'tls-invalid'),   # -e sglang_server_tls=true is a string
+    ({'sglang_server_tls': True, 'sglang_server_args': {'ssl-certfile': '/c.pem', 'ssl-keyfile': '/k.pem'}}, 'tls-twice'),
+])
+def test_sglang_server_tls_refused(values, code):
+    problems = refused(describe(2, **values))
+    assert codes(errors(problems)) == [code], show(problems)
+    assert problems[0]['variable'] == 'sglang_server_tls'
+
+
 # ---- bad inventories: each names the variable, the host(s) and the fix ----------------------------------
 
 def _addresses(name, addrs):
@@ -747,6 +767,7 @@ OTHER_VALUE = {
     'spark_https_proxy': 'http://proxy.example.com:3128',
     'spark_no_proxy': ['.example.com'],
     'sglang_server_model_refresh': True,
+    'sglang_server_tls': True,
     'sglang_server_cache_dir': '/data/hf',
     'sglang_server_image_size_gb': 25,
     'nccl_env_extra': {'NCCL_DEBUG_SUBSYS': 'INIT'},
