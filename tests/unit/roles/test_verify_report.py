@@ -152,8 +152,7 @@ def standin(tmp_path_factory):
     # The lab's SGLang stand-in as rank 0 of a one-node group, on a free port.
     port = free_port()
     server = StandIn(tmp_path_factory.mktemp('standin'), 'standin', '--model-path', MODEL, '--host', '127.0.0.1',
-                     '--port', str(port), '--enable-metrics', '--api-key', KEY, '--tp-size', '1', '--nnodes', '1',
-                     '--node-rank', '0')
+                     '--port', str(port), '--enable-metrics', '--api-key', KEY, '--tp-size', '1')
     server.wait_listening(port, timeout=10)
     yield 'http://127.0.0.1:%d' % port
     server.stop()
