@@ -21,6 +21,7 @@ pulls of it the registry served since it started (one pull: one GET of the image
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
@@ -28,6 +29,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -72,9 +74,32 @@ def registry_pulls(reference: str) -> int:
     return pulls[reference]
 
 
-@pytest.fixture(name="lab")
+@pytest.fixture(name="lab", scope="session")
 def fixture_lab():
     return load_lab()
+
+
+@contextlib.contextmanager
+def own_lab(*up_args, env=None):
+    """A lab of a test's own for the ``with`` block: ``lab.py up UP_ARGS`` (the lab ids of the environment), yielding
+    the inventory it printed; ``lab.py down`` afterwards, whatever happened (for tests that must break a cluster)."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root (namespaces, mounts, cgroups)")
+    lab = [sys.executable, str(LAB_PY)]
+    up = subprocess.run(lab + ["up", *up_args], capture_output=True, text=True, check=False,
+                        env=dict(os.environ, **(env or {})))
+    try:
+        assert up.returncode == 0, up.stderr[-4000:]
+        yield Path(up.stdout.strip().splitlines()[-1])
+    finally:
+        down = subprocess.run(lab + ["down"], capture_output=True, text=True, check=False)
+        assert down.returncode == 0, down.stderr
+
+
+@pytest.fixture(name="own_lab", scope="session")
+def fixture_own_lab():
+    """own_lab(*up_args, env=None): a lab of the test's own, as a context manager yielding its inventory's path."""
+    return own_lab
 
 
 @pytest.fixture(name="registry_pulls")
