@@ -49,10 +49,26 @@ def sh(node, cmd, timeout=120):
     return lab_cmd("ssh", str(node), cmd, timeout=timeout)
 
 
+def playbook_argv(inventory, play, *extra):
+    return [ANSIBLE_PLAYBOOK, "-i", str(inventory), str(play), *extra]
+
+
+ENV = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+
+
 def playbook(inventory, play, *extra):
-    return subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inventory), str(play), *extra], cwd=REPO,
-                          env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1"),
-                          capture_output=True, text=True, timeout=900, check=False)
+    return subprocess.run(playbook_argv(inventory, play, *extra), cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=900, check=False)
+
+
+def groups_deployed(inventory):
+    """The three groups deployed at once, one ansible-playbook each (as `site.yml -e spark_group=GROUP` would be run)."""
+    runs = {group: subprocess.Popen(playbook_argv(inventory, HERE / "converge.yml", "-e", "spark_group=" + group),
+                                    cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for group in GROUPS}
+    outputs = {group: run.communicate(timeout=900)[0] for group, run in runs.items()}
+    for group, run in runs.items():
+        assert run.returncode == 0, "%s:\n%s" % (group, outputs[group][-6000:])
 
 
 def recap(res, host="lab-spark-01"):
@@ -80,13 +96,16 @@ def write_inventory(lab_inventory: Path, folder: Path, wheels_url: str) -> Path:
     hosts = yaml.safe_load((lab_inventory / "hosts.yml").read_text())["all"]["children"]["spark"]["hosts"]
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copytree(lab_inventory / "group_vars", folder / "group_vars", dirs_exist_ok=True)
-    # The lab's cluster settings (group_vars/spark.yml) for the parent of the three groups.
-    (folder / "group_vars" / "spark.yml").rename(folder / "group_vars" / "replicas.yml")
+    # The lab's cluster settings (group_vars/spark.yml) for the parent of the three groups, with the native runtime and
+    # one API key for all of them (a group_vars file: it outranks the hosts file's group vars).
+    shared = yaml.safe_load((folder / "group_vars" / "spark.yml").read_text())
+    shared.update(sglang_server_runtime="native", sglang_server_api_key=KEY,
+                  sglang_server_credentials_dir=str(folder / "credentials"))
+    (folder / "group_vars" / "spark.yml").unlink()
+    (folder / "group_vars" / "replicas.yml").write_text(yaml.safe_dump(shared, sort_keys=False))
     inventory = {"all": {"children": {
         "replicas": {
             "children": {group: {"hosts": {host: dict(hosts[host])}} for group, host in GROUPS.items()},
-            "vars": {"sglang_server_runtime": "native", "sglang_server_api_key": KEY,
-                     "sglang_server_credentials_dir": str(folder / "credentials")},
         },
         "sglang_router": {
             "hosts": {"lab-spark-01": {}},
@@ -101,9 +120,8 @@ def write_inventory(lab_inventory: Path, folder: Path, wheels_url: str) -> Path:
     for i, host in enumerate(GROUPS.values()):
         node = inventory["all"]["children"]["replicas"]["children"][list(GROUPS)[i]]["hosts"][host]
         node["spark_cx7_addresses"] = ["192.168.100.%d" % (11 + i), "192.168.101.%d" % (11 + i)]
-    other = inventory["all"]["children"]["replicas"]["children"]["other_model"]
-    served = yaml.safe_load((folder / "group_vars" / "replicas.yml").read_text())["sglang_server_args"]
-    other["vars"] = {"sglang_server_args": dict(served, **{"served-model-name": OTHER})}
+    (folder / "group_vars" / "other_model.yml").write_text(yaml.safe_dump(
+        {"sglang_server_args": dict(shared["sglang_server_args"], **{"served-model-name": OTHER})}))
     (folder / "hosts.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
     return folder
 
@@ -119,8 +137,7 @@ def inventory(tmp_path_factory, lab, own_lab):
 @pytest.fixture(scope="module")
 def deployed(inventory):
     """The three groups, then the router: --check on the fresh router host, a run, a second run."""
-    groups = playbook(inventory, HERE / "converge.yml")
-    assert groups.returncode == 0, groups.stdout[-6000:] + groups.stderr[-2000:]
+    groups_deployed(inventory)
     router = REPO / "playbooks" / "router.yml"
     runs = [playbook(inventory, router, "--check"), playbook(inventory, router), playbook(inventory, router)]
     for res in runs:
