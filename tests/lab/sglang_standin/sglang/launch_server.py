@@ -270,7 +270,7 @@ class Server(object):
         self.warmup_seconds = float(os.environ.get("SGLANG_STANDIN_WARMUP_SECONDS", "1"))
         self.metrics = Metrics(self.model_id, args.max_total_tokens or 1048576, args.enable_priority_scheduling)
         self.created = int(time.time())
-        self.startup_time = None  # the scheduler's start-up timings (srt/observability/startup_time.py), once Up
+        self.startup_time = None  # the scheduler's start-up timings, once the model is loaded
         self.started = time.monotonic()
         self.forward_lock = threading.Lock()
         self.hung_since = None  # when the first forward pass that cannot complete started
@@ -815,6 +815,11 @@ def rank0_start(app, rendezvous, tls):
     log("INFO:    ", "all %d rank(s) in the group; loading %s" % (args.nnodes, app.model_path))
     if not load_model(app):
         return
+    # The scheduler's start-up timings (srt/observability/startup_time.py), handed over before the HTTP server starts.
+    from sglang.srt.observability.startup_time import build_scheduler_startup_time  # pylint: disable=import-outside-toplevel
+    app.startup_time = build_scheduler_startup_time(
+        target_load_weight=app.load_seconds, draft_load_weight=0.0, kv_cache_allocation=0.0,
+        scheduler_e2e=round(time.monotonic() - app.started, 3), target_cuda_graph=None, draft_cuda_graph=None)
     try:
         app.http = make_http_server(app, args.host, args.port, dummy=False, tls=tls)
     except (OSError, ssl.SSLError) as err:
@@ -824,10 +829,6 @@ def rank0_start(app, rendezvous, tls):
     if app.stop.wait(app.warmup_seconds) or not app.forward():
         return
     app.status = "Up"
-    from sglang.srt.observability.startup_time import build_scheduler_startup_time  # pylint: disable=import-outside-toplevel
-    app.startup_time = build_scheduler_startup_time(
-        target_load_weight=app.load_seconds, draft_load_weight=0.0, kv_cache_allocation=0.0,
-        scheduler_e2e=round(time.monotonic() - app.started, 3), target_cuda_graph=None, draft_cuda_graph=None)
     log("INFO:    ", "The server is fired up and ready to roll!")
 
 
