@@ -65,12 +65,13 @@ def router_workers(descriptions, router_address=None, router_ports=()):
             problems.append(problem('router-same-worker-twice', VAR_GROUPS, 'groups %s and %s are both served at %s'
                                     % (seen_urls[url], name, url), 'list each group once', 'the router'))
         seen_urls.setdefault(url, name)
-        head_address = plan['nodes'][group['head']]['management_address']
-        if router_address is not None and head_address == str(router_address) and group['port'] in router_ports:
+        # Every rank listens on the group's port (ranks >= 1 with SGLang's dummy health server).
+        shared = [host for host in group['hosts'] if plan['nodes'][host]['management_address'] == str(router_address)]
+        if router_address is not None and shared and group['port'] in router_ports:
             problems.append(problem('router-port-taken', VAR_PORT, 'the router and group %s\'s SGLang both listen on '
-                                    'port %d of %s' % (name, group['port'], group['head']),
+                                    'port %d of %s' % (name, group['port'], shared[0]),
                                     'give the router another port (sglang_router_port, sglang_router_metrics_port)',
-                                    'host ' + group['head'], [group['head']]))
+                                    'host ' + shared[0], shared))
         workers.append({'group': name, 'url': url, 'model': group['model']['served_name'], 'head': group['head'],
                         'hosts': list(group['hosts']), 'config_file': group['config_file']})
     ports = list(router_ports)

@@ -67,6 +67,10 @@ def test_every_problem_at_once():
                for p in result['problems'])
     assert [w['group'] for w in result['workers']] == ['a', 'b']
     assert codes(router_workers([])['problems']) == ['router-no-groups']
+    # A rank >= 1 listens on the group's port too (SGLang's dummy health server).
+    pair = router_workers([description('pair', [('s1', '10.0.0.11'), ('s2', '10.0.0.12')])],
+                          router_address='10.0.0.12', router_ports=[30000, 29000])
+    assert [(p['code'], p['hosts']) for p in pair['problems']] == [('router-port-taken', ['s2'])]
 
 
 def test_the_argv_has_the_workers_policy_metrics_and_no_tokenizer_no_key():
