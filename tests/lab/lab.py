@@ -999,7 +999,8 @@ def ensure_switch():
 # The bridge lets only SSH (and SGLang's serving port, client traffic) cross between machines, so that anything of the cluster that picks the management
 # address (SGLang without SGLANG_HOST_IP, NCCL or gloo without their *_SOCKET_IFNAME) fails in the lab as it
 # would on Sparks whose LAN ports are firewalled or slow. Stateless (the kernel has no bridge conntrack):
-# TCP port 22 either way, and SGLang's serving port (SGLANG_SERVING_PORT) for clients such as the router. Dropped frames are counted: `lab.py status` prints the counter.
+# TCP port 22 either way, and SGLang's serving port (SGLANG_SERVING_PORT) for clients such as the router.
+# Dropped frames are counted: `lab.py status` prints the counter.
 MGMT_FILTER_TABLE = "dgxlab_mgmt"
 # SGLang's serving port (sglang_server_port's default) is client traffic, which a Spark's LAN carries: the router on one
 # machine asks each group's rank 0 there, as any client would. Rendezvous, the message queue and NCCL stay off it.

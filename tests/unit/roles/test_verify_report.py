@@ -93,7 +93,8 @@ def plan(tmp_path, url, down=False, one_node=False):
         'groups': {'spark': {
             'hosts': [H1, H2], 'head': H1, 'nnodes': 2, 'tp_size': 2, 'gpus_per_node': 1,
             'dist_init_addr': '127.0.0.1:20000', 'url': url, 'scheme': 'http', 'service': 'sglang',
-            'config_dir': str(tmp_path / 'etc'), 'config_file': str(tmp_path / 'etc' / 'server.yaml'), 'runtime': 'native', 'image': None, 'python': sys.executable,
+            'config_dir': str(tmp_path / 'etc'), 'config_file': str(tmp_path / 'etc' / 'server.yaml'),
+            'runtime': 'native', 'image': None, 'python': sys.executable,
             'model': {'served_name': MODEL},
         }},
         'nodes': {
