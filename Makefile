@@ -15,7 +15,7 @@ SANITY_ARGS ?=
 # this network cannot reach; tests/sanity/get_pip.py does the same job offline (see its docstring).
 GET_PIP_CACHE := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 
-.PHONY: test unit sanity lint molecule reboot-test memory-test fault-test awx-test lab lab-down lab-deps build clean
+.PHONY: test unit sanity lint molecule reboot-test memory-test fault-test router-test awx-test lab lab-down lab-deps build clean
 
 # requirements-sglang.txt: SGLang's own argument parser for the unit tests, without its GPU stack (--no-deps: every
 # module it imports is pinned there; about 950 MB, most of it triton, and a minute).
@@ -27,7 +27,7 @@ $(BIN)/.stamp: requirements.txt meta/requirements.txt requirements-dev.txt requi
 
 venv: $(BIN)/.stamp
 
-test: unit sanity lint molecule reboot-test memory-test fault-test awx-test
+test: unit sanity lint molecule reboot-test memory-test fault-test router-test awx-test
 	@echo "make test: all gates passed"
 
 # lab-deps: promtool (Debian's prometheus) for the monitoring rules' tests.
@@ -88,6 +88,13 @@ memory-test: venv lab-deps
 # is in sglang_server. The group's recovery is roles/sglang_server/README.md's "When a rank dies".
 fault-test: venv lab-deps
 	$(BIN)/pytest -p no:cacheprovider tests/integration/faults
+
+# SGLang's router (the real SMG binary, from a wheelhouse served to the machines) in front of three one-node SGLang
+# groups (native runtime): requests spread over the groups of their model, and still served with one group stopped;
+# the role's --check, second run and API key; verify.yml on a group and the router. A lab of its own (up 3, a group
+# stopped), with the environment's ids; the wheelhouse is downloaded once into the lab folder.
+router-test: venv lab-deps
+	$(BIN)/pytest -p no:cacheprovider tests/integration/router
 
 # The collection as AWX runs it (tests/integration/installed): the tarball built and installed into an empty
 # collections path, then dgxspark.sglang.site, .verify and .site again (no API key: read back, nothing restarts) run by

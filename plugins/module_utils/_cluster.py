@@ -63,6 +63,9 @@ from ansible_collections.dgxspark.sglang.plugins.module_utils._staging import RE
 
 SCHEMA = 1
 
+# The file of each node that SGLang reads with --config: the API key (sglang_server role), read back by the router role.
+SERVER_CONFIG_NAME = 'server.yaml'
+
 # Host part of a computed CX7 address: 10 + rank + 1 (rank 0 -> .11, rank 1 -> .12), as in DESIGN.md.
 HOST_PART_BASE = 11
 
@@ -1128,6 +1131,7 @@ def _assemble(ctx, order, interfaces, nets, addresses, model, gpus, tp, pp, dist
         'service': values['sglang_server_service_name'],
         'config_dir': values['sglang_server_config_dir'].rstrip('/') or '/',
         'record': (values['sglang_server_config_dir'].rstrip('/') or '') + '/' + RECORD_NAME,
+        'config_file': (values['sglang_server_config_dir'].rstrip('/') or '') + '/' + SERVER_CONFIG_NAME,
         'cache_dir': values['sglang_server_cache_dir'].rstrip('/') or '/',
         'image_size_gb': values['sglang_server_image_size_gb'],
         'model_refresh': values['sglang_server_model_refresh'],

@@ -578,7 +578,9 @@ def launch_argv(model, nnodes=1, node_rank=0, dist_init_addr=None, tp_size=1, ho
     """The full argument list of ``python -m sglang.launch_server`` for one node (the program not included).
 
     The one place that writes the flags the role owns (OWNED_FLAGS): --model-path, --revision (a Hugging Face
-    model's pinned commit, when given), --tp-size, --nnodes, --node-rank, --dist-init-addr (only when nnodes > 1),
+    model's pinned commit, when given), --tp-size, --nnodes, --node-rank and --dist-init-addr (these three only when
+    nnodes > 1: a one-node group, such as a data-parallel replica behind the router, runs without them, as SGLang's own
+    single-node defaults; SGLang needs --dist-init-addr whenever --nnodes > 1),
     --host, --port and --config (the YAML file that carries the API key, when given); then the validated extras of
     ``sglang_server_args``, sorted.
     Raises ProblemsError (a ValueError) with every problem.
@@ -629,9 +631,9 @@ def launch_argv(model, nnodes=1, node_rank=0, dist_init_addr=None, tp_size=1, ho
     if problems:
         raise ProblemsError(problems, SUBJECT_LAUNCH)
     argv = ['--model-path', model.strip()] + (['--revision', revision] if revision else [])
-    argv += ['--tp-size', str(tp), '--nnodes', str(n), '--node-rank', str(rank)]
+    argv += ['--tp-size', str(tp)]
     if n > 1:
-        argv += ['--dist-init-addr', dist_init_addr.strip()]
+        argv += ['--nnodes', str(n), '--node-rank', str(rank), '--dist-init-addr', dist_init_addr.strip()]
     argv += ['--host', host.strip(), '--port', str(p)]
     if config_file is not None:
         argv += ['--config', config_file]

@@ -27,6 +27,7 @@ pulls of it the registry served since it started (one pull: one GET of the image
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
@@ -68,21 +69,6 @@ def lab_sh(node, command: str, timeout: int = 120) -> subprocess.CompletedProces
                           timeout=timeout, check=False)
 
 
-@pytest.fixture(name="own_lab", scope="module")
-def fixture_own_lab(request):
-    """``lab.py up`` with the test module's ``LAB_UP`` arguments; yields the inventory it printed; ``lab.py down`` after."""
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root (namespaces, mounts, cgroups)")
-    up = subprocess.run([sys.executable, str(LAB_PY), "up", *request.module.LAB_UP], capture_output=True, text=True,
-                        check=False)
-    try:
-        assert up.returncode == 0, up.stderr
-        yield up.stdout.strip().splitlines()[-1]
-    finally:
-        down = subprocess.run([sys.executable, str(LAB_PY), "down"], capture_output=True, text=True, check=False)
-        assert down.returncode == 0, down.stderr
-
-
 @functools.lru_cache(maxsize=None)
 def load_lab():
     """tests/lab/lab.py as a module: the lab's own functions (registry_stats, image_references, node_name, ...)."""
@@ -103,6 +89,31 @@ def registry_pulls(reference: str) -> int:
 @pytest.fixture(name="lab", scope="session")  # one module, shared (module-scoped fixtures use it too)
 def fixture_lab():
     return load_lab()
+
+
+@contextlib.contextmanager
+def own_lab(*up_args, env=None):
+    """A lab of a test's own for the ``with`` block: ``lab.py up UP_ARGS`` (the lab ids of the environment), yielding
+    the inventory it printed; ``lab.py down`` afterwards, whatever happened (for tests that must break a cluster)."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root (namespaces, mounts, cgroups)")
+    lab = [sys.executable, str(LAB_PY)]
+    up = subprocess.run(lab + ["up", *up_args], capture_output=True, text=True, check=False,
+                        env=dict(os.environ, **(env or {})))
+    try:
+        assert up.returncode == 0, up.stderr[-4000:]
+        yield Path(up.stdout.strip().splitlines()[-1])
+    finally:
+        down = subprocess.run(lab + ["down"], capture_output=True, text=True, check=False)
+        assert down.returncode == 0, down.stderr
+
+
+@pytest.fixture(name="own_lab", scope="module")
+def fixture_own_lab(request):
+    """A lab of the test module's own: ``lab.py up`` with its ``LAB_UP`` arguments; yields the inventory's path (a str);
+    ``lab.py down`` after the module."""
+    with own_lab(*request.module.LAB_UP) as inventory:
+        yield str(inventory)
 
 
 @pytest.fixture(name="registry_pulls")

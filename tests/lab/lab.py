@@ -996,11 +996,15 @@ def ensure_switch():
 
 # The management network of a Spark is the LAN: the controller (Ansible, the apt mirror, later the hub, a registry,
 # Prometheus, API clients) reaches every machine there, but cluster traffic between Sparks must never use it.
-# The bridge lets only SSH cross between machines, so that anything of the cluster that picks the management
+# The bridge lets only SSH (and SGLang's serving port, client traffic) cross between machines, so that anything of the cluster that picks the management
 # address (SGLang without SGLANG_HOST_IP, NCCL or gloo without their *_SOCKET_IFNAME) fails in the lab as it
 # would on Sparks whose LAN ports are firewalled or slow. Stateless (the kernel has no bridge conntrack):
-# TCP port 22 either way. Dropped frames are counted: `lab.py status` prints the counter.
+# TCP port 22 either way, and SGLang's serving port (SGLANG_SERVING_PORT) for clients such as the router.
+# Dropped frames are counted: `lab.py status` prints the counter.
 MGMT_FILTER_TABLE = "dgxlab_mgmt"
+# SGLang's serving port (sglang_server_port's default) is client traffic, which a Spark's LAN carries: the router on one
+# machine asks each group's rank 0 there, as any client would. Rendezvous, the message queue and NCCL stay off it.
+SGLANG_SERVING_PORT = 30000
 MAX_NODES = 64  # the filter names every possible port of the management bridge
 
 
@@ -1015,10 +1019,13 @@ table bridge %(table)s {
     ip daddr %(ctl)s accept
     tcp dport 22 accept
     tcp sport 22 accept
-    counter drop comment "between machines, only SSH crosses the management network"
+    tcp dport %(serving)d accept
+    tcp sport %(serving)d accept
+    counter drop comment "between machines, only SSH and SGLang's serving port cross the management network"
   }
 }
-""" % {"table": MGMT_FILTER_TABLE, "ctl": CTL_IP, "ports": ", ".join('"%s"' % p for p in mgmt_ports())}
+""" % {"table": MGMT_FILTER_TABLE, "ctl": CTL_IP, "ports": ", ".join('"%s"' % p for p in mgmt_ports()),
+       "serving": SGLANG_SERVING_PORT}
 
 
 def mgmt_ports():
@@ -2357,7 +2364,7 @@ def cmd_status(_args):
     missing = set(ssh_banner_missing(up, 2)) if up and CTL_NS in netns_list() else set(up)
     print("proxy: %s" % ("running (pid %d)" % proxy_pid() if proxy_pid() else "not running"))
     drops = mgmt_filter_drops() if SW_NS in netns_list() else None
-    mgmt = "not loaded" if drops is None else "only SSH between machines (%d frames dropped)" % drops
+    mgmt = "not loaded" if drops is None else "only SSH and SGLang's serving port between machines (%d frames dropped)" % drops
     print("management filter: %s" % mgmt)
     if serve_pid():
         print("serve: running (pid %d) on http://%s:%d/" % (serve_pid(), CTL_IP, SERVE_PORT))

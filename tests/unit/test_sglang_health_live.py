@@ -227,6 +227,22 @@ def test_standin_models_without_served_model_name_reports_the_path(rank0):
     assert [(e["id"], e["root"]) for e in entries] == [(MODEL, MODEL)]
 
 
+def test_standin_server_info_is_sglangs_resolved_server_args(rank0):
+    # srt/entrypoints/http_server.py server_info: build_server_info (ServerArgs.resolved_dict() and launch_command), the
+    # scheduler's init info, internal_states per DP rank, version; behind the API key. What SGLang's router (SMG)
+    # reads when a worker registers; /get_server_info is its deprecated alias.
+    url, _server = rank0
+    assert http_status(url + "/server_info") == 401
+    info = http_json(url + "/server_info", {"Authorization": "Bearer " + KEY})
+    assert (info["model_path"], info["served_model_name"], info["tokenizer_path"]) == (MODEL, MODEL, MODEL)
+    assert (info["dp_size"], info["tp_size"], info["nnodes"], info["port"]) == (1, 1, 1, int(url.rsplit(":", 1)[1]))
+    assert info["api_key"] == KEY and info["version"] == "0.5.23" and info["frontend"] == "python"
+    assert info["status"] == "ready" and info["max_total_num_tokens"] > 0 and info["launch_command"]
+    assert len(info["internal_states"]) == 1 and info["internal_states"][0]["world_size"] == 1
+    assert set(info["startup_time"]) >= {"load_weight", "scheduler_e2e"}
+    assert http_json(url + "/get_server_info", {"Authorization": "Bearer " + KEY})["model_path"] == MODEL
+
+
 def wait_status(url, expected, timeout=10.0):
     deadline = time.monotonic() + timeout
     status = None

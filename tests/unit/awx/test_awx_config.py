@@ -133,7 +133,7 @@ def test_the_workflow_runs_deploy_then_verify_and_the_schedule_verify():
     assert [s['identifier'] for s in deploy['related']['success_nodes']] == ['verify']
     assert nodes['verify']['unified_job_template']['name'] == 'Verify SGLang cluster'
     assert data['awx_verify_schedule']['job_template'] == 'Verify SGLang cluster'
-    # The workflow asks everything its jobs ask, once (templates outside the workflow, monitoring's, ask their own).
+    # The workflow asks everything its jobs ask, once (templates outside the workflow ask their own).
     in_workflow = {n['unified_job_template']['name'] for n in nodes.values()}
     asked = {q['variable'] for jt in data['awx_job_templates'] if jt['name'] in in_workflow
              for q in jt['survey_spec']['spec']}

@@ -93,7 +93,8 @@ def plan(tmp_path, url, down=False, one_node=False):
         'groups': {'spark': {
             'hosts': [H1, H2], 'head': H1, 'nnodes': 2, 'tp_size': 2, 'gpus_per_node': 1,
             'dist_init_addr': '127.0.0.1:20000', 'url': url, 'scheme': 'http', 'service': 'sglang',
-            'config_dir': str(tmp_path / 'etc'), 'runtime': 'native', 'image': None, 'python': sys.executable,
+            'config_dir': str(tmp_path / 'etc'), 'config_file': str(tmp_path / 'etc' / 'server.yaml'),
+            'runtime': 'native', 'image': None, 'python': sys.executable,
             'model': {'served_name': MODEL},
         }},
         'nodes': {
@@ -152,8 +153,7 @@ def standin(tmp_path_factory):
     # The lab's SGLang stand-in as rank 0 of a one-node group, on a free port.
     port = free_port()
     server = StandIn(tmp_path_factory.mktemp('standin'), 'standin', '--model-path', MODEL, '--host', '127.0.0.1',
-                     '--port', str(port), '--enable-metrics', '--api-key', KEY, '--tp-size', '1', '--nnodes', '1',
-                     '--node-rank', '0')
+                     '--port', str(port), '--enable-metrics', '--api-key', KEY, '--tp-size', '1')
     server.wait_listening(port, timeout=10)
     yield 'http://127.0.0.1:%d' % port
     server.stop()

@@ -51,8 +51,9 @@ It runs SGLang 0.5.23's own code wherever that code runs without a GPU, and foll
   ``srt/distributed/parallel_state.py``). SIGTERM on rank 0: graceful, the shutdown broadcast goes to every rank,
   which exits 0.
 * rank 0 HTTP(S): ``/health``, ``/health_generate``, ``/ping``, ``/v1/models``, ``/v1/chat/completions``
-  (plain and ``stream`` server-sent events), ``/generate`` (SGLang's native shape), ``/model_info``
-  and, with ``--enable-metrics``, ``/metrics`` in Prometheus text with SGLang's metric names and
+  (plain and ``stream`` server-sent events), ``/generate`` (SGLang's native shape), ``/model_info``,
+  ``/server_info`` (and the deprecated ``/get_server_info``; what SGLang's router, SMG, reads when a worker
+  registers) and, with ``--enable-metrics``, ``/metrics`` in Prometheus text with SGLang's metric names and
   labels. TLS with ``--ssl-certfile`` / ``--ssl-keyfile``.
 * API key (``--api-key``, or ``api-key:`` in the ``--config`` file, nothing else): enforced like
   SGLang's ``decide_request_auth`` in ``srt/utils/auth.py`` (applied by ``add_api_key_middleware``,
@@ -284,6 +285,8 @@ class Server(object):
         self.warmup_seconds = float(os.environ.get("SGLANG_STANDIN_WARMUP_SECONDS", "1"))
         self.metrics = Metrics(self.model_id, args.max_total_tokens or 1048576, args.enable_priority_scheduling)
         self.created = int(time.time())
+        self.startup_time = None  # the scheduler's start-up timings, once the model is loaded
+        self.started = time.monotonic()
         self.forward_lock = threading.Lock()
         self.hung_since = None  # when the first forward pass that cannot complete started
 
@@ -460,6 +463,7 @@ class Handler(BaseHTTPRequestHandler):
         routes = {
             ("GET", "/health"): self.health, ("GET", "/health_generate"): self.health, ("GET", "/ping"): self.ping,
             ("GET", "/v1/models"): self.models, ("GET", "/model_info"): self.model_info,
+            ("GET", "/server_info"): self.server_info, ("GET", "/get_server_info"): self.server_info,
             ("GET", "/metrics"): self.metrics, ("POST", "/v1/chat/completions"): self.chat,
             ("POST", "/generate"): self.native_generate,
         }
@@ -521,6 +525,29 @@ class Handler(BaseHTTPRequestHandler):
         self.send_body(200, {"model_path": self.app.model_path,
                              "tokenizer_path": self.app.args.tokenizer_path or self.app.model_path,
                              "is_generation": True})
+
+    def server_info(self):
+        """server_info of srt/entrypoints/http_server.py (``/get_server_info`` is its deprecated alias): the resolved
+        ServerArgs (``build_server_info`` of srt/utils/common.py: ``resolved_dict()``, the API key included, and
+        ``launch_command``), the scheduler's init info (``get_init_info`` of srt/managers/scheduler.py), the KV-event
+        publisher (None: not enabled), one internal state per DP rank, the version. What SGLang's router (SMG) reads
+        when a worker registers (model, tokenizer path, dp_size)."""
+        args = self.app.args
+        info = dict(args.resolved_dict())
+        info["launch_command"] = args.launch_command
+        # handle_missing_default_values (srt/arg_groups/serving_hook.py), a hook the stand-in does not run
+        info["tokenizer_path"] = args.tokenizer_path or args.model_path
+        info["served_model_name"] = self.app.model_id
+        total = self.app.metrics.max_total_tokens
+        info.update({"status": "ready", "max_total_num_tokens": total,
+                     "max_req_input_len": context_tokens(args.context_length) - 1,
+                     "startup_time": self.app.startup_time, "kv_events": None})
+        state = dict(info, world_size=args.dp_size * args.tp_size * args.pp_size,
+                     effective_max_running_requests_per_dp=args.max_running_requests or 2048,
+                     last_gen_throughput=0.0)
+        from sglang.version import __version__  # pylint: disable=import-outside-toplevel  # the wheel's
+        info.update({"internal_states": [state] * args.dp_size, "version": __version__, "frontend": "python"})
+        self.send_body(200, info)
 
     def metrics(self):
         if not self.app.args.enable_metrics:
@@ -827,6 +854,11 @@ def rank0_start(app, rendezvous, tls):
     log("INFO:    ", "all %d rank(s) in the group; loading %s" % (args.nnodes, app.model_path))
     if not load_model(app):
         return
+    # The scheduler's start-up timings (srt/observability/startup_time.py), handed over before the HTTP server starts.
+    from sglang.srt.observability.startup_time import build_scheduler_startup_time  # pylint: disable=import-outside-toplevel
+    app.startup_time = build_scheduler_startup_time(
+        target_load_weight=app.load_seconds, draft_load_weight=0.0, kv_cache_allocation=0.0,
+        scheduler_e2e=round(time.monotonic() - app.started, 3), target_cuda_graph=None, draft_cuda_graph=None)
     try:
         app.http = make_http_server(app, args.host, args.port, dummy=False, tls=tls)
     except (OSError, ssl.SSLError) as err:

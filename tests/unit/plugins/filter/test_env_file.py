@@ -44,7 +44,7 @@ def _tasks():
 
 
 def test_every_env_file_a_role_writes_uses_the_one_format():
-    """nccl.env is read by systemd and docker: it is written by the env-file filters (the one env file left)."""
+    """nccl.env (read by systemd and docker) and the router's router.env (systemd): written by the env-file filters."""
     found = []
     for path, task in _tasks():
         copy = task.get('ansible.builtin.copy') or {}
@@ -53,4 +53,4 @@ def test_every_env_file_a_role_writes_uses_the_one_format():
             found.append(path.parts[-3])
             assert ('dgxspark.sglang.env_file' in copy['content']
                     or 'dgxspark.sglang.nccl_env_file' in copy['content']), (path, task['name'])
-    assert sorted(found) == ['nccl_env']
+    assert sorted(found) == ['nccl_env', 'sglang_router']

@@ -565,9 +565,20 @@ def test_launch_argv_multi_node():
     assert not any('key' in token for token in argv)
 
 
-def test_launch_argv_single_node_has_no_dist_init_addr():
-    argv = launch_argv('/models/qwen', tp_size=1)
-    assert '--dist-init-addr' not in argv and argv[:2] == ['--model-path', '/models/qwen']
+def test_launch_argv_single_node_has_no_multi_node_flags():
+    # A one-node group (a data-parallel replica behind the router) gets none of the three: tools that inject them
+    # there break such replicas.
+    argv = launch_argv('/models/qwen', tp_size=1, dist_init_addr='192.168.100.11:20000')
+    assert argv == ['--model-path', '/models/qwen', '--tp-size', '1', '--host', '127.0.0.1', '--port', '30000']
+    argv = launch_argv('/models/qwen', nnodes=1, node_rank=0, tp_size=1, extra={'mem-fraction-static': 0.8})
+    assert not {'--nnodes', '--node-rank', '--dist-init-addr'} & set(argv)
+
+
+def test_sglang_takes_a_one_node_group_without_the_multi_node_flags():
+    # SGLang's own parser and start-up checks: a one-node group with nnodes 1, rank 0 and no rendezvous.
+    need_sglang()
+    record = sglang_parser.check({'mem-fraction-static': 0.8}, nnodes=1, node_rank=0, tp_size=1)
+    assert (record.nnodes, record.node_rank, record.dist_init_addr) == (1, 0, None)
 
 
 def test_launch_argv_lists_every_problem():
