@@ -31,7 +31,7 @@ same, per SGLang group of the plan, with what a DGX Spark needs and the example 
   ``rdma/hca_shared_devices_a``, when the probe found RDMA devices behind the twins), not ``privileged``.
 
 The router (SMG) for several groups is a Deployment with the groups' headless Services as workers
-(``_smg.smg_argv``). Pure Python (no Ansible objects); ``plugins/filter/kubernetes.py`` wraps it.
+(``_router.router_argv``, the systemd router's too). Pure Python (no Ansible objects); ``plugins/filter/kubernetes.py`` wraps it.
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ import re
 
 from ansible_collections.dgxspark.sglang.plugins.module_utils._problems import ProblemsError, problem
 from ansible_collections.dgxspark.sglang.plugins.module_utils._sglang import plan_launch_argv
-from ansible_collections.dgxspark.sglang.plugins.module_utils._smg import (
+from ansible_collections.dgxspark.sglang.plugins.module_utils._router import (
     DEFAULT_METRICS_PORT as ROUTER_METRICS_PORT,
     DEFAULT_POLICY as ROUTER_POLICY,
     SMG_VERSION,
-    smg_argv,
+    router_argv,
 )
 
 # The Kubernetes version whose schemas the objects are checked against (kubernetes-validate, in the unit tests). The
@@ -437,10 +437,9 @@ def _router_objects(plan, values):
     obj = ROUTER_NAME
     urls = ['http://%s.%s.svc:%d' % (object_name(name), ns, group['port'])
             for name, group in sorted(plan['groups'].items())]
-    args = [kubelet_escape(t) for t in smg_argv(
-        urls, policy=values['router_policy'], port=values['router_port'], metrics_port=values['router_metrics_port'],
-        variables={'policy': VARIABLES['router_policy'], 'port': VARIABLES['router_port'],
-                   'metrics_port': VARIABLES['router_metrics_port'], 'worker_urls': 'spark_cluster_plan'})]
+    args = [kubelet_escape(t) for t in router_argv(
+        [{'url': url} for url in urls], host='0.0.0.0', port=values['router_port'], policy=values['router_policy'],
+        metrics_host='0.0.0.0', metrics_port=values['router_metrics_port'])]
     # SMG reads the workers' key from its command line only: the kubelet expands it from the Secret, so the key is in
     # no object (it is in the process's arguments inside the pod).
     args += ['--api-key', '$(SGLANG_API_KEY)']

@@ -20,6 +20,13 @@ VAR_PORT = 'sglang_router_port'
 VAR_METRICS_PORT = 'sglang_router_metrics_port'
 VAR_EXTRA = 'sglang_router_extra_args'
 SUBJECT = 'The router'
+# The router's package and version (roles/sglang_router installs it; the kubernetes role's image carries the same).
+SMG_VERSION = '1.13.0'
+# `smg launch --help` of SMG 1.13.0: --policy's choices and default, --prometheus-port's default.
+POLICIES = ('random', 'round_robin', 'passthrough', 'cache_aware', 'power_of_two', 'least_load', 'manual',
+            'consistent_hashing', 'prefix_hash')
+DEFAULT_POLICY = 'cache_aware'
+DEFAULT_METRICS_PORT = 29000
 
 # The flags the role writes itself (one variable each, or computed): never from sglang_router_extra_args.
 OWNED_FLAGS = {
@@ -96,12 +103,19 @@ def _flag_values(key, value):
 
 def router_argv(workers, host, port, policy, metrics_host, metrics_port, log_level='info', extra=None):
     """The arguments of ``smg launch`` (the program not included), without the API key (the unit's environment file
-    holds it: see the role's launcher). Raises ProblemsError for an owned flag or a malformed key in ``extra``."""
+    holds it: see the role's launcher). Raises ProblemsError for a policy SMG lacks, the metrics on the API's port, an
+    owned flag or a malformed key in ``extra``."""
     problems = []
     extra = extra or {}
     if not isinstance(extra, dict):
         raise ProblemsError([problem('router-bad-extra-args', VAR_EXTRA, 'must be a dict of SMG flags, not %s'
                                      % type(extra).__name__, 'write it as {flag-name: value}', 'the router')], SUBJECT)
+    if policy not in POLICIES:
+        problems.append(problem('router-bad-policy', OWNED_FLAGS['policy'], 'is %r, not a policy of SMG %s'
+                                % (policy, SMG_VERSION), 'use one of %s' % ', '.join(POLICIES), 'the router'))
+    if port == metrics_port:
+        problems.append(problem('router-port-clash', VAR_METRICS_PORT, 'is the API\'s port too (%s)' % (port,),
+                                'give the metrics a port of their own, e.g. %d' % DEFAULT_METRICS_PORT, 'the router'))
     for key in extra:
         flag = str(key).lstrip('-').replace('_', '-')
         if flag in OWNED_FLAGS:

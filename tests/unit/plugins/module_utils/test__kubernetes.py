@@ -27,7 +27,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from ansible_collections.dgxspark.sglang.plugins.module_utils import _cluster, _kubernetes, _smg
+from ansible_collections.dgxspark.sglang.plugins.module_utils import _cluster, _kubernetes, _router
 from ansible_collections.dgxspark.sglang.plugins.module_utils._kubernetes import (
     DEFAULTS,
     KUBERNETES_VERSION,
@@ -277,26 +277,20 @@ def test_two_groups_get_the_router_with_their_headless_services_as_workers():
     router = named(objects, 'sglang-router', 'Deployment')
     args = router['spec']['template']['spec']['containers'][0]['args']
     urls = ['http://sglang-spark.llm.svc:30000', 'http://sglang-spark-b.llm.svc:30000']
-    assert args[:-2] == _smg.smg_argv(urls)
+    assert args[:-2] == _router.router_argv([{'url': u} for u in urls], '0.0.0.0', 30000, 'cache_aware', '0.0.0.0', 29000)
     assert args[-2:] == ['--api-key', '$(SGLANG_API_KEY)']
     assert {s['metadata']['name'] for s in by_kind(objects, 'Service')} == {'sglang-spark', 'sglang-spark-b', 'sglang-router'}
     # One group: no router unless asked for.
     assert not [o for o in render_manifests(probed_plan(2), api_key=API_KEY)['objects'] if o['kind'] == 'Deployment']
 
 
-def test_smg_refuses_a_bad_policy_and_a_port_clash():
+def test_the_router_refuses_a_bad_policy_and_a_port_clash():
     with pytest.raises(ProblemsError) as info:
-        _smg.smg_argv(['http://a:30000'], policy='least_load', port=29000, metrics_port=29000)
+        _router.router_argv([{'url': 'http://a:30000'}], '0.0.0.0', 29000, 'bucket', '0.0.0.0', 29001)
     assert codes(info.value.problems) == ['router-bad-policy']
     with pytest.raises(ProblemsError) as info:
-        _smg.smg_argv(['http://a:30000'], port=29000, metrics_port=29000)
+        _router.router_argv([{'url': 'http://a:30000'}], '0.0.0.0', 29000, 'cache_aware', '0.0.0.0', 29000)
     assert codes(info.value.problems) == ['router-port-clash']
-    with pytest.raises(ProblemsError) as info:
-        _smg.smg_argv([])
-    assert codes(info.value.problems) == ['router-no-workers']
-
-
-# ---- problems, before anything is written ---------------------------------------------------------------------------
 
 def test_problems_are_listed_together_by_code():
     plan = _cluster.plan_cluster(describe(2))   # not probed: no NCCL environment
@@ -323,4 +317,4 @@ def test_the_roles_defaults_are_the_renderers():
     assert {key: defaults['kubernetes_' + key] for key in DEFAULTS} == DEFAULTS
     settings = yaml.safe_load((ROOT / 'roles' / 'kubernetes' / 'vars' / 'main.yml').read_text())['__kubernetes_settings']
     assert settings == {key: '{{ kubernetes_%s }}' % key for key in DEFAULTS}
-    assert os.path.basename(DEFAULTS['router_image']).endswith(':' + _smg.SMG_VERSION)
+    assert os.path.basename(DEFAULTS['router_image']).endswith(':' + _router.SMG_VERSION)

@@ -14,7 +14,8 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.dgxspark.sglang.plugins.filter import router as router_filter
 from ansible_collections.dgxspark.sglang.plugins.module_utils._problems import ProblemsError, codes
-from ansible_collections.dgxspark.sglang.plugins.module_utils._router import OWNED_FLAGS, router_argv, router_workers
+from ansible_collections.dgxspark.sglang.plugins.module_utils._router import (
+    DEFAULT_POLICY, OWNED_FLAGS, POLICIES, SMG_VERSION, router_argv, router_workers)
 
 FILTERS = router_filter.FilterModule().filters()
 SUBNETS = ['192.168.100.0/24', '192.168.101.0/24']
@@ -111,10 +112,15 @@ def test_filters_are_registered_with_docs():
         assert doc['DOCUMENTATION']['name'] == name
 
 
-def test_the_roles_policy_choices_are_smgs():
+def test_the_roles_policy_choices_and_version_are_smgs():
     # SMG 1.13.0's `smg launch --help`: --policy {random,round_robin,passthrough,cache_aware,power_of_two,least_load,
-    # manual,consistent_hashing,prefix_hash}, default cache_aware.
+    # manual,consistent_hashing,prefix_hash}, default cache_aware. Both roles that run SMG offer exactly those.
+    assert set(POLICIES) == {'random', 'round_robin', 'passthrough', 'cache_aware', 'power_of_two',
+                             'least_load', 'manual', 'consistent_hashing', 'prefix_hash'}
     option = yaml.safe_load(SPECS.read_text())['argument_specs']['main']['options']['sglang_router_policy']
-    assert option['default'] == 'cache_aware'
-    assert set(option['choices']) == {'random', 'round_robin', 'passthrough', 'cache_aware', 'power_of_two',
-                                      'least_load', 'manual', 'consistent_hashing', 'prefix_hash'}
+    assert option['default'] == DEFAULT_POLICY and option['choices'] == list(POLICIES)
+    kubernetes = yaml.safe_load((SPECS.parents[2] / 'kubernetes/meta/argument_specs.yml').read_text())
+    option = kubernetes['argument_specs']['main']['options']['kubernetes_router_policy']
+    assert option['default'] == DEFAULT_POLICY and option['choices'] == list(POLICIES)
+    package = yaml.safe_load((SPECS.parents[1] / 'defaults/main.yml').read_text())['sglang_router_package']
+    assert package == 'smg==' + SMG_VERSION
