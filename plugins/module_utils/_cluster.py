@@ -1105,12 +1105,30 @@ def _assemble(ctx, order, interfaces, nets, addresses, model, gpus, tp, pp, dist
         'expected_speed_mbps': speed,
         'nccl_env_file': values['nccl_env_file'],
         'allowed_cidrs': cidrs,
+        'exposed_ports': exposed_ports(values, cidrs),
         'hf_endpoint': values['spark_hf_endpoint'].rstrip('/'),
         'proxy_env': proxy_env(values, [str(n) for n in nets]),
         'groups': {ctx.cluster: group},
         'nodes': nodes,
         'problems': [p for p in ctx.problems if p['severity'] == 'warning'],
     }
+
+
+# Every source, for a port whose sources are not restricted.
+ANYWHERE = ('0.0.0.0/0', '::/0')
+
+
+def exposed_ports(values, cidrs):
+    """The ports of a node that the firewall role opens beyond the CX7 link and SSH, each to its sources only.
+
+    One entry per service (``name``, ``port``, ``protocol``, ``sources``, ``variable``: the input that sets its
+    sources); every other port of the management network is closed. Another service (a node_exporter scraped from the
+    monitoring host) is one more entry here. ``spark_allowed_cidrs`` empty means no restriction: every source.
+    """
+    return [
+        {'name': 'sglang-api', 'port': values['sglang_server_port'], 'protocol': 'tcp',
+         'sources': list(cidrs) or list(ANYWHERE), 'variable': 'spark_allowed_cidrs'},
+    ]
 
 
 def plan_cluster(description):
