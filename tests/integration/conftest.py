@@ -21,6 +21,7 @@ pulls of it the registry served since it started (one pull: one GET of the image
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
@@ -32,6 +33,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 SSH_CONNECTIONS = ("ssh", "smart", "paramiko", "paramiko_ssh")
 _TMPDIRS: list[str] = []
@@ -53,6 +55,24 @@ def site_playbook(*extra):
 def fixture_site_playbook():
     """site_playbook(*extra): site.yml on the lab, as a subprocess result."""
     return site_playbook
+
+
+@contextlib.contextmanager
+def extra_vars_file(values):
+    """VALUES as a 0600 YAML file for ``-e @FILE``, as secrets come from a vault: never on the command line."""
+    handle, path = tempfile.mkstemp(prefix="dgxspark-vars-", suffix=".yml")
+    try:
+        with os.fdopen(handle, "w") as out:
+            yaml.safe_dump(values, out)
+        yield "@" + path
+    finally:
+        os.unlink(path)
+
+
+@pytest.fixture(name="extra_vars_file")
+def fixture_extra_vars_file():
+    """extra_vars_file(values): a context manager giving ``@FILE`` for ``-e``, the file removed afterwards."""
+    return extra_vars_file
 
 
 @functools.lru_cache(maxsize=None)
