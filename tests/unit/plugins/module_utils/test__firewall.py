@@ -47,8 +47,8 @@ def test_the_text_replaces_its_own_table_in_one_transaction():
 
 
 def test_order_cx7_and_ssh_first_then_each_exposed_port_from_its_sources_then_everything_else_dropped():
-    lines = rules(render_ruleset(TWINS, SUBNETS, [API, dict(API, name='node-exporter', port=9100,
-                                                             sources=['10.0.9.7/32'])], trusted_interfaces=['docker0']))
+    exporter_entry = dict(API, name='node-exporter', port=9100, sources=['10.0.9.7/32'])
+    lines = rules(render_ruleset(TWINS, SUBNETS, [API, exporter_entry], trusted_interfaces=['docker0']))
     assert lines[0].startswith('iif "lo" accept') and lines[1].startswith('ct state established,related accept')
     # The two /24 of the twins, merged into the /23 they make.
     cx7 = index(lines, 'iifname { "enp1s0f1np1", "enP2p1s0f1np1" } ip saddr 192.168.100.0/23 accept')
@@ -102,9 +102,8 @@ def test_prefix_wildcards_are_trusted_interfaces():
 
 
 def _plan(**group_vars):
-    hosts = [{'name': 'spark-0%d' % i, 'vars': dict({'ansible_host': '10.0.0.1%d' % i,
-                                                       'spark_cx7_subnets': SUBNETS,
-                                                       'sglang_server_model': 'Qwen/Qwen2.5-0.5B-Instruct'}, **group_vars)}
+    base = {'spark_cx7_subnets': SUBNETS, 'sglang_server_model': 'Qwen/Qwen2.5-0.5B-Instruct'}
+    hosts = [{'name': 'spark-0%d' % i, 'vars': dict(base, ansible_host='10.0.0.1%d' % i, **group_vars)}
              for i in (1, 2)]
     return plan_cluster({'cluster': 'spark', 'hosts': hosts, 'gpus_per_node': 1})
 
