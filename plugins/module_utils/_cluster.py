@@ -138,6 +138,8 @@ CLUSTER_INPUTS = tuple(DEFAULTS) + CHECKED_INPUTS
 INPUTS = HOST_INPUTS + CLUSTER_INPUTS
 
 TOPOLOGIES = ('direct', 'switch')
+# node_exporter's port (Debian's and Ubuntu's prometheus-node-exporter package): the monitoring role scrapes it.
+NODE_EXPORTER_PORT = 9100
 RUNTIMES = ('container', 'native')
 TP_KEYS = ('tp-size', 'tp', 'tensor-parallel-size')
 PP_KEYS = ('pp-size', 'pipeline-parallel-size')
@@ -1156,12 +1158,34 @@ def _assemble(ctx, order, interfaces, nets, addresses, model, gpus, tp, pp, dist
         'expected_speed_mbps': speed,
         'nccl_env_file': values['nccl_env_file'],
         'allowed_cidrs': cidrs,
+        'exposed_ports': exposed_ports(values, cidrs),
         'hf_endpoint': values['spark_hf_endpoint'].rstrip('/'),
         'proxy_env': proxy_env(values, [str(n) for n in nets]),
         'groups': {ctx.cluster: group},
         'nodes': nodes,
         'problems': [p for p in ctx.problems if p['severity'] == 'warning'],
     }
+
+
+# Every source, for a port whose sources are not restricted.
+ANYWHERE = ('0.0.0.0/0', '::/0')
+
+
+def exposed_ports(values, cidrs):
+    """The ports of a node that the firewall role opens beyond the CX7 link and SSH, each to its sources only.
+
+    One entry per service (``name``, ``port``, ``protocol``, ``sources``, ``variable``: the input that sets its
+    sources); every other port of the management network is closed (the firewall role's firewall_open_ports adds
+    more, e.g. the router's). ``spark_allowed_cidrs`` empty means no restriction: every source.
+    """
+    sources = list(cidrs) or list(ANYWHERE)
+    return [
+        {'name': 'sglang-api', 'port': values['sglang_server_port'], 'protocol': 'tcp',
+         'sources': sources, 'variable': 'spark_allowed_cidrs'},
+        # The monitoring host scrapes SGLang's /metrics on the API port and node_exporter here: the same clients.
+        {'name': 'node-exporter', 'port': NODE_EXPORTER_PORT, 'protocol': 'tcp',
+         'sources': sources, 'variable': 'spark_allowed_cidrs'},
+    ]
 
 
 def plan_cluster(description):

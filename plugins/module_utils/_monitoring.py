@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import re
 
+from ansible_collections.dgxspark.sglang.plugins.module_utils._cluster import NODE_EXPORTER_PORT
 from ansible_collections.dgxspark.sglang.plugins.module_utils._problems import ProblemsError, problem
 
 SGLANG_JOB = 'sglang'
@@ -87,7 +88,7 @@ def _cluster_name(plan):
     return name
 
 
-def file_sd(plan, node_exporter_port=9100):
+def file_sd(plan, node_exporter_port=NODE_EXPORTER_PORT):
     """{file name: [file_sd target group]} of one cluster: SGLang's rank 0 (when its metrics are on) and node_exporter
     on every node, labelled cluster, node (inventory name) and rank."""
     cluster = _cluster_name(plan)
@@ -234,7 +235,7 @@ def plans_of(hostvars_plans):
     return [seen[k] for k in sorted(seen)]
 
 
-def monitoring_files(plans, config_dir, node_exporter_port=9100, thresholds=None, scrape_interval='15s',
+def monitoring_files(plans, config_dir, node_exporter_port=NODE_EXPORTER_PORT, thresholds=None, scrape_interval='15s',
                      sglang_tls=None):
     """Everything the Prometheus host gets, from the plans its hosts hold: ``prometheus`` (prometheus.yml), ``rules``
     (the rule file) and ``file_sd`` ({file name: targets}); the files live in CONFIG_DIR (rules under ``rules/``,

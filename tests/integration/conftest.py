@@ -40,6 +40,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 SSH_CONNECTIONS = ("ssh", "smart", "paramiko", "paramiko_ssh")
 _TMPDIRS: list[str] = []
@@ -67,6 +68,24 @@ def lab_sh(node, command: str, timeout: int = 120) -> subprocess.CompletedProces
     """COMMAND on lab machine NODE (1, 2, ... or its name) over SSH, as ``lab.py ssh`` runs it."""
     return subprocess.run([sys.executable, str(LAB_PY), "ssh", str(node), command], capture_output=True, text=True,
                           timeout=timeout, check=False)
+
+
+@contextlib.contextmanager
+def extra_vars_file(values):
+    """VALUES as a 0600 YAML file for ``-e @FILE``, as secrets come from a vault: never on the command line."""
+    handle, path = tempfile.mkstemp(prefix="dgxspark-vars-", suffix=".yml")
+    try:
+        with os.fdopen(handle, "w") as out:
+            yaml.safe_dump(values, out)
+        yield "@" + path
+    finally:
+        os.unlink(path)
+
+
+@pytest.fixture(name="extra_vars_file")
+def fixture_extra_vars_file():
+    """extra_vars_file(values): a context manager giving ``@FILE`` for ``-e``, the file removed afterwards."""
+    return extra_vars_file
 
 
 @functools.lru_cache(maxsize=None)

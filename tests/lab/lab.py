@@ -106,6 +106,9 @@ def mgmt_net(lab_id):
 
 MGMT_NET = mgmt_net(LAB_ID)
 CTL_IP = MGMT_NET + ".1"
+# A second address of the controller's namespace: an API client outside the lab inventory's spark_allowed_cidrs
+# (CTL_IP/32), for the firewall's tests (`ip netns exec dgxlab-ctl curl --interface CTL_OUTSIDE_IP ...`).
+CTL_OUTSIDE_IP = MGMT_NET + ".2"
 PROXY_PORT = 3142                # apt proxy for the machines, listening in dgxlab-ctl
 SERVE_PORT = 8080                # `lab.py serve DIR`: a folder over HTTP to the machines, in dgxlab-ctl
 REGISTRY_PORT = 5000             # the lab's registry (docker-registry), plain HTTP, in dgxlab-ctl
@@ -988,8 +991,10 @@ def ensure_switch():
         run(["ip", "-n", SW_NS, "link", "add", "ctl-mgmt", "type", "veth", "peer", "name", "mgmt0",
              "netns", CTL_NS])
     run(["ip", "-n", SW_NS, "link", "set", "ctl-mgmt", "master", MGMT_BRIDGE, "up"])
-    if CTL_IP not in run(["ip", "-n", CTL_NS, "-4", "addr", "show", "dev", "mgmt0"]).stdout:
-        run(["ip", "-n", CTL_NS, "addr", "add", CTL_IP + "/24", "dev", "mgmt0"])
+    have = run(["ip", "-n", CTL_NS, "-4", "addr", "show", "dev", "mgmt0"]).stdout
+    for address in (CTL_IP, CTL_OUTSIDE_IP):
+        if address + "/" not in have:
+            run(["ip", "-n", CTL_NS, "addr", "add", address + "/24", "dev", "mgmt0"])
     run(["ip", "-n", CTL_NS, "link", "set", "mgmt0", "up"])
     ensure_mgmt_filter()
 
@@ -1015,8 +1020,8 @@ table bridge %(table)s {
     type filter hook forward priority 0; policy accept;
     iifname != { %(ports)s } accept
     ether type arp accept
-    ip saddr %(ctl)s accept
-    ip daddr %(ctl)s accept
+    ip saddr { %(ctl)s } accept
+    ip daddr { %(ctl)s } accept
     tcp dport 22 accept
     tcp sport 22 accept
     tcp dport %(serving)d accept
@@ -1024,8 +1029,8 @@ table bridge %(table)s {
     counter drop comment "between machines, only SSH and SGLang's serving port cross the management network"
   }
 }
-""" % {"table": MGMT_FILTER_TABLE, "ctl": CTL_IP, "ports": ", ".join('"%s"' % p for p in mgmt_ports()),
-       "serving": SGLANG_SERVING_PORT}
+""" % {"table": MGMT_FILTER_TABLE, "ctl": ", ".join((CTL_IP, CTL_OUTSIDE_IP)),
+       "ports": ", ".join('"%s"' % p for p in mgmt_ports()), "serving": SGLANG_SERVING_PORT}
 
 
 def mgmt_ports():
@@ -2205,7 +2210,8 @@ def write_inventory(n, path):
             (path / "group_vars" / f.name).write_text(
                 f.read_text().replace(DEFAULT_LAB_DIR, str(LAB_DIR)).replace("dgxlab-ctl", CTL_NS)
                 .replace("%s.1:%d" % (mgmt_net(""), REGISTRY_PORT), registry_addr())
-                .replace("%s.1:%d" % (mgmt_net(""), HUB_PORT), "%s:%d" % (CTL_IP, HUB_PORT)))
+                .replace("%s.1:%d" % (mgmt_net(""), HUB_PORT), "%s:%d" % (CTL_IP, HUB_PORT))
+                .replace("%s.1/32" % mgmt_net(""), "%s/32" % CTL_IP))
     return path
 
 

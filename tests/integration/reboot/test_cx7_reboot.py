@@ -59,6 +59,15 @@ def test_the_machine_rebooted_and_answers_ssh(converged):
     assert sh("true").returncode == 0
 
 
+def test_the_firewall_table_came_back_at_boot_from_its_own_unit(converged):
+    # SSH answered through it (the reboot module waited for that); the table was loaded by dgxspark-firewall.service,
+    # never by nftables.service (whose /etc/nftables.conf flushes the whole ruleset).
+    assert sh("systemctl is-active dgxspark-firewall.service").stdout.strip() == "active"
+    assert "table inet dgxspark" in sh("nft list tables").stdout.splitlines()
+    assert "tcp dport 30000 counter" in sh("nft list table inet dgxspark").stdout
+    assert sh("systemctl is-enabled nftables.service").stdout.strip() != "enabled"
+
+
 def test_networkmanager_still_manages_the_management_port(converged):
     res = sh("nmcli -t -f DEVICE,STATE,CONNECTION device status")
     assert res.returncode == 0, res.stderr

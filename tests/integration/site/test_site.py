@@ -66,11 +66,17 @@ def test_rank0_answers_a_chat_completion_with_the_key_and_refuses_it_without(hos
     assert refused.rc != 0 and "401" in refused.stderr
 
 
-def test_rerun_changes_nothing_and_prints_no_secret(site_playbook):
-    run = site_playbook("-v")
+def test_rerun_changes_nothing_and_prints_no_secret(lab, site_playbook, extra_vars_file):
+    """At -vvv, with a Hugging Face token that the run really sends: the refresh asks the hub for the model's commit
+    and checks the token against its files (the same commit: nothing changes). test_tokens does it with a gated model."""
+    before = lab.hub_request("/_stats")["requests"]
+    with extra_vars_file({"sglang_server_hf_token": lab.HUB_TOKEN, "sglang_server_model_refresh": True}) as secrets:
+        run = site_playbook("-vvv", "-e", secrets)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-3000:]
-    assert api_key() not in out
+    assert api_key() not in out and lab.HUB_TOKEN not in out
+    after = lab.hub_request("/_stats")["requests"]
+    assert [after.get(k, 0) - before.get(k, 0) for k in ("api", "resolve_head", "resolve_get")] == [1, 1, 0], after
     recap = [line for line in out.splitlines() if line.startswith("lab-spark-")]
     assert recap and all("changed=0" in line for line in recap), recap
 
