@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: dgxspark.sglang contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Write the doctor's tarball on the controller in one step: doctor_pack.py TARBALL < FILES.json

@@ -292,6 +292,7 @@ def test_the_router_refuses_a_bad_policy_and_a_port_clash():
         _router.router_argv([{'url': 'http://a:30000'}], '0.0.0.0', 29000, 'cache_aware', '0.0.0.0', 29000)
     assert codes(info.value.problems) == ['router-port-clash']
 
+
 def test_problems_are_listed_together_by_code():
     plan = _cluster.plan_cluster(describe(2))   # not probed: no NCCL environment
     with pytest.raises(ProblemsError) as info:
