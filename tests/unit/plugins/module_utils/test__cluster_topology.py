@@ -74,7 +74,7 @@ def test_ring_successors_test_every_twin_as_sender_and_receiver_once(n):
     assert sorted(successors) == sorted(nodes)                  # each node receives exactly once
     assert all(nodes[name]['next'] != name for name in nodes)   # and never pings itself
     seen, name = [], next(iter(nodes))
-    for _ in nodes:                                             # one cycle through every node
+    for _step in nodes:                                         # one cycle through every node
         seen.append(name)
         name = nodes[name]['next']
     assert sorted(seen) == sorted(nodes) and name == seen[0]
