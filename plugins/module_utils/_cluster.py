@@ -496,6 +496,22 @@ def _check_ports(ctx):
     return dist
 
 
+# Sparks cabled back to back: exactly two. Rings and meshes of 3-4 Sparks without a switch are not supported: the stock
+# NCCL fails on them (community reports run them with NCCL_IB_SUBNET_AWARE_ROUTING and a patched NCCL, FACTS.md).
+DIRECT_MAX_NODES = 2
+
+
+def _check_topology(ctx, topology, nnodes):
+    """The rules of spark_cx7_topology: direct joins two Sparks; switch takes any number (same two subnets for all)."""
+    if topology == 'direct' and nnodes > DIRECT_MAX_NODES:
+        ctx.add(problem('topology-direct-too-many', 'spark_cx7_topology',
+                        'is direct, but group %s has %d nodes: a direct cable joins exactly two Sparks. Rings and meshes '
+                        'of 3-4 Sparks without a switch are not supported: the stock NCCL fails on them, and the users '
+                        'who run them build a patched NCCL' % (ctx.cluster, nnodes),
+                        'connect the Sparks through a switch (its ports forced to 200G, auto-negotiation off) and set '
+                        'spark_cx7_topology: switch, or split the hosts into groups of two', ctx.where, ctx.names))
+
+
 def _check_link_settings(ctx):
     """(mtu, expected speed, topology)."""
     mtu = ctx.values['cx7_network_mtu']
@@ -514,6 +530,8 @@ def _check_link_settings(ctx):
         ctx.add(problem('topology-invalid', 'spark_cx7_topology', 'is %r, not one of %s' % (topology, ', '.join(TOPOLOGIES)),
                         'write direct for Sparks cabled back to back, switch for Sparks behind a switch',
                         ctx.where, ctx.names))
+    else:
+        _check_topology(ctx, topology, len(ctx.names))
     return mtu, speed, topology
 
 
@@ -1035,6 +1053,52 @@ def _description_context(description):
     return ctx
 
 
+VAR_SGLANG_GROUPS = 'preflight_sglang_groups'
+
+
+def group_overlap_problems(sglang_groups, inventory_groups, cluster=None):
+    """A node in two SGLang groups, and a listed group the inventory lacks: problems, each with the fix.
+
+    ``sglang_groups``: the inventory groups that each run one SGLang instance (preflight_sglang_groups; the planned
+    group ``cluster`` is always one of them); ``inventory_groups``: Ansible's ``groups`` (group -> host names). A node
+    runs one SGLang unit under one name, with one NCCL file and one CX7 address plan: in two groups, each group's run
+    would rewrite what the other's serves with.
+    """
+    names = [] if sglang_groups is None else sglang_groups
+    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+        return [problem('sglang-groups-invalid', VAR_SGLANG_GROUPS, 'is %s, not a list of inventory groups' % kind(names),
+                        'write e.g. [spark_a, spark_b], the groups that each serve one SGLang instance', 'inventory')]
+    inventory_groups = inventory_groups if isinstance(inventory_groups, dict) else {}
+    names = ([cluster] if cluster and cluster not in names else []) + [str(n) for n in names]
+    problems, member_of = [], {}
+    for name in names:
+        if name not in inventory_groups:
+            problems.append(problem('sglang-group-unknown', VAR_SGLANG_GROUPS, 'names %r, which is no group of the '
+                                    'inventory' % name, 'list only inventory groups that each serve one SGLang '
+                                    'instance, or add group %s to the inventory' % name, 'inventory'))
+            continue
+        for host in inventory_groups[name] or []:
+            owners = member_of.setdefault(str(host), [])
+            if name not in owners:
+                owners.append(name)
+    for host, owners in member_of.items():
+        if len(owners) > 1:
+            problems.append(problem(
+                'node-in-two-groups', VAR_SGLANG_GROUPS,
+                '%s is in the SGLang groups %s: a node runs one SGLang unit, with one NCCL file and one CX7 address '
+                "plan, and each group's run would rewrite what the other serves with" % (host, ' and '.join(owners)),
+                'keep %s in one of %s and remove it from the other%s (a node serves one group; groups behind one '
+                'router are separate nodes)' % (host, ', '.join(owners), 's' if len(owners) > 2 else ''),
+                'host ' + host, [host]))
+    return problems
+
+
+def _check_group_overlap(ctx, description):
+    if 'sglang_groups' in description or 'inventory_groups' in description:
+        ctx.extend(group_overlap_problems(description.get('sglang_groups'), description.get('inventory_groups'),
+                                          ctx.cluster))
+
+
 def _gpus_per_node(ctx, description):
     gpus = description.get('gpus_per_node', 1)
     gpus = 1 if gpus is None else gpus
@@ -1055,6 +1119,7 @@ def check_description(description):
     except ProblemsError as exc:
         return exc.problems, None
     _apply_args_override(ctx)
+    _check_group_overlap(ctx, description)
     interfaces = _check_interfaces(ctx)
     nets = _check_subnets(ctx, interfaces)
     order = _check_ranks(ctx)
@@ -1332,6 +1397,31 @@ def _link_problems(plan, fail_on_missing_interface):
     return problems
 
 
+def _speed_problems(plan):
+    """Through a switch, every twin of every node must have negotiated the same speed: NCCL's ring runs at the pace of
+    its slowest link. Only twins that are up and report a speed are compared (before cx7_network's first run they are
+    down: the next run, or verify, compares them)."""
+    if plan.get('topology') != 'switch':
+        return []
+    speeds = {}   # speed -> ['node:twin']
+    for name, node in sorted(plan['nodes'].items()):
+        for iface in node['probe']['interfaces']:
+            speed = iface.get('speed_mbps')
+            if iface.get('present', True) and iface.get('operstate') == 'up' and _is_int(speed) and speed > 0:
+                speeds.setdefault(speed, []).append((name, iface.get('name')))
+    if len(speeds) < 2:
+        return []
+    fastest = max(speeds)
+    slow = sorted({host for speed, twins in speeds.items() if speed != fastest for host, _twin in twins})
+    found = '; '.join('%d Mb/s on %s' % (speed, ', '.join('%s %s' % twin for twin in twins))
+                      for speed, twins in sorted(speeds.items(), reverse=True))
+    return [problem('cx7-speeds-differ', 'spark_cx7_topology',
+                    'is switch, and the twins negotiated different speeds: %s. NCCL runs every ring at the pace of its '
+                    'slowest link' % found,
+                    'force the switch ports of %s to %d Mb/s with auto-negotiation off (NVIDIA\'s multi-Spark switch '
+                    'guide), and reseat or replace their cables' % (', '.join(slow), fastest), hosts_text(slow), slow)]
+
+
 def _readdress_problems(plan):
     """A node whose twins already carry another address of the planned subnet would be readdressed (and restarted)."""
     problems = []
@@ -1432,7 +1522,7 @@ def complete_plan(plan, probes, allow_missing_driver=False, fail_on_missing_inte
         expected = next(iter(plan['groups'].values()))['gpus_per_node']
     nccl_problems, envs = _nccl_envs(plan, nccl_settings)
     problems = (_driver_problems(plan, allow_missing_driver, expected) + _link_problems(plan, fail_on_missing_interface)
-                + _readdress_problems(plan) + nccl_problems)
+                + _speed_problems(plan) + _readdress_problems(plan) + nccl_problems)
     if staging is not None:
         problems += _staging_problems(plan, staging, hub, has_token)
     if strict and errors(problems):

@@ -50,6 +50,14 @@ ROOT = Path(__file__).resolve().parents[2]
 INVENTORY = Path(os.environ.get("DGXSPARK_LAB_INVENTORY") or ROOT / "inventories" / "lab")
 
 
+def lab_nodes(inventory=None):
+    """The hosts of group spark in the lab inventory's hosts.yml, in order (rank order: lab.py sets no spark_node_rank)."""
+    import yaml
+
+    hosts = yaml.safe_load((ROOT / (inventory or INVENTORY) / "hosts.yml").read_text())
+    return list(hosts["all"]["children"]["spark"]["hosts"])
+
+
 def site_playbook(*extra):
     """Run site.yml on the lab with EXTRA arguments; the API key where molecule's scenarios keep it."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")

@@ -2191,11 +2191,16 @@ def render_inventory(n):
         INVENTORY_HOST.format(name=node_name(i), ip=node_ip(i)) for i in range(1, n + 1)) + INVENTORY_TAIL
 
 
+# The committed inventories: two machines cabled back to back, and four through a switch (the bridges cx7a and cx7b;
+# its group_vars are the two-machine lab's, linked, plus spark/topology.yml). Any N > 2 takes the switch's group_vars.
+COMMITTED_INVENTORIES = {2: "inventories/lab", 4: "inventories/lab-4"}
+
+
 def write_inventory(n, path):
-    """inventories/lab for 2 machines (the committed one); else a copy with N hosts elsewhere."""
-    repo_inv = REPO / "inventories/lab"
+    """The committed inventory for 2 or 4 machines of the default lab; else a copy with N hosts elsewhere."""
+    repo_inv = REPO / COMMITTED_INVENTORIES[2 if n <= 2 else 4]
     text = render_inventory(n)
-    if path is None and n == 2 and str(LAB_DIR) == DEFAULT_LAB_DIR and not LAB_ID:
+    if path is None and n in COMMITTED_INVENTORIES and str(LAB_DIR) == DEFAULT_LAB_DIR and not LAB_ID:
         committed = repo_inv / "hosts.yml"
         if not committed.is_file() or committed.read_text() != text:
             committed.write_text(text)
@@ -2206,8 +2211,10 @@ def write_inventory(n, path):
     (path / "group_vars").mkdir(parents=True, exist_ok=True)
     (path / "hosts.yml").write_text(text)
     if path.resolve() != repo_inv.resolve():
-        for f in (repo_inv / "group_vars").glob("*.yml"):
-            (path / "group_vars" / f.name).write_text(
+        for f in sorted((repo_inv / "group_vars").rglob("*.yml")):
+            target = path / "group_vars" / f.relative_to(repo_inv / "group_vars")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(
                 f.read_text().replace(DEFAULT_LAB_DIR, str(LAB_DIR)).replace("dgxlab-ctl", CTL_NS)
                 .replace("%s.1:%d" % (mgmt_net(""), REGISTRY_PORT), registry_addr())
                 .replace("%s.1:%d" % (mgmt_net(""), HUB_PORT), "%s:%d" % (CTL_IP, HUB_PORT))
@@ -2420,7 +2427,7 @@ def main(argv=None):
                         "running machines made otherwise are restarted, pristine")
     p.add_argument("--inventory", type=Path, default=None,
                    help="folder to write hosts.yml + group_vars into (default: inventories/lab for N=2, "
-                        "else $DGXSPARK_LAB_DIR/inventory-N)")
+                        "inventories/lab-4 for N=4, else $DGXSPARK_LAB_DIR/inventory-N)")
     p.set_defaults(func=cmd_up)
     p = sub.add_parser("down", help="stop all machines, remove namespaces, mounts, cgroups")
     p.add_argument("--purge", action="store_true", help="also remove the rootfs cache and the lab dir")

@@ -11,6 +11,7 @@ import pathlib
 import tarfile
 
 import pytest
+import yaml
 
 LAB_PY = pathlib.Path(__file__).resolve().parents[1] / "lab" / "lab.py"
 spec = importlib.util.spec_from_file_location("lab", str(LAB_PY))
@@ -136,3 +137,24 @@ def test_another_labs_inventory_names_its_own_registry(tmp_path, monkeypatch):
     assert "172.31.255.1" not in text
     committed = (lab.REPO / "inventories/lab/group_vars/spark.yml").read_text()
     assert 'registry-mirrors: ["http://%s.1:%d"]' % (lab.mgmt_net(""), lab.REGISTRY_PORT) in committed
+
+
+@pytest.mark.parametrize("n", [3, 4, 8])
+def test_more_than_two_machines_are_joined_through_a_switch(tmp_path, monkeypatch, n):
+    """N > 2: the twins hang on the bridges cx7a and cx7b (a switch), and the inventory says switch; 2 stays direct."""
+    monkeypatch.setattr(lab, "LAB_DIR", tmp_path / "labdir")
+    monkeypatch.setattr(lab, "CTL_NS", "dgxlab4-ctl")
+    monkeypatch.setattr(lab, "CTL_IP", lab.mgmt_net("4") + ".1")
+    inv = lab.write_inventory(n, tmp_path / "inv")
+    hosts = yaml.safe_load((inv / "hosts.yml").read_text())["all"]["children"]["spark"]["hosts"]
+    assert list(hosts) == [lab.node_name(i) for i in range(1, n + 1)]
+    group_vars = {}
+    for f in sorted((inv / "group_vars" / "spark").glob("*.yml")):
+        group_vars.update(yaml.safe_load(f.read_text()))
+    assert group_vars["spark_cx7_topology"] == "switch"
+    assert group_vars["spark_cx7_subnets"] == ["192.168.100.0/24", "192.168.101.0/24"]
+    assert "dgxlab4-ctl" in (inv / "group_vars" / "all.yml").read_text()
+    two = lab.write_inventory(2, tmp_path / "inv2")
+    assert "spark_cx7_topology" not in yaml.safe_load((two / "group_vars" / "spark.yml").read_text())   # direct
+    # the committed four-machine inventory is what `up 4` writes
+    assert (lab.REPO / "inventories/lab-4/hosts.yml").read_text() == lab.render_inventory(4)

@@ -6,16 +6,18 @@ import os
 
 import pytest
 import testinfra
+from conftest import lab_nodes
 
 TWINS = ("enp1s0f1np1", "enP2p1s0f1np1")
 MGMT = "enP7s7"
-PLAN = {
-    "lab-spark-01": ("192.168.100.11", "192.168.101.11"),
-    "lab-spark-02": ("192.168.100.12", "192.168.101.12"),
-}
+# The scenario's machines in rank order (molecule/lab: four through a switch, the bridges cx7a and cx7b): every
+# node's twins on the same two subnets, host part .11, .12, ... by rank.
+NODES = lab_nodes()
+PLAN = {node: ("192.168.100.%d" % (11 + rank), "192.168.101.%d" % (11 + rank)) for rank, node in enumerate(NODES)}
 # The lab's management subnet (tests/lab/lab.py MGMT_NET): 172.31.255.0/24, 172.31.(255-ID) with DGXSPARK_LAB_ID.
 MGMT_NET = "172.31.%d." % (255 - int(os.environ.get("DGXSPARK_LAB_ID") or 0))
-PEER = {"lab-spark-01": "lab-spark-02", "lab-spark-02": "lab-spark-01"}
+# Each node's ring successor: cx7_network pings it over both twins, so every twin sends and receives.
+PEER = {node: NODES[(rank + 1) % len(NODES)] for rank, node in enumerate(NODES)}
 
 
 @pytest.fixture()

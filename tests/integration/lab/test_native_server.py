@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from conftest import lab_nodes
 
-RANK = {"lab-spark-01": 0, "lab-spark-02": 1}
+# The scenario's machines in rank order: four through a switch, the seed's 4-node example (--nnodes 4, --tp-size 4).
+NODES = lab_nodes()
+RANK = {node: rank for rank, node in enumerate(NODES)}
 # inventories/lab: the lab's venv (in the lab dir), which holds SGLang's wheel for the stand-in
 PYTHON = "/torch-venv/bin/python"
 
@@ -23,6 +26,19 @@ def test_unit_runs_the_interpreter_directly_with_the_node_s_rank(host, name):
     assert argv[argv.index("--node-rank") + 1] == str(RANK[name])
     assert "docker" not in " ".join(words)
     assert not host.exists("docker")
+
+
+def test_every_rank_runs_the_group_of_n_nodes_with_tensor_parallelism_over_all(host, name):
+    """The seed's "Scaling to More Nodes": --nnodes 4 and --tp-size 4 on every node, the head's CX7 rendezvous."""
+    words = host.check_output("systemctl show -p ExecStart --value sglang").split()
+    argv = words[next(i for i, word in enumerate(words) if word.startswith("argv[]=")):]
+
+    def flag(name):
+        return argv[argv.index(name) + 1]
+
+    n = len(NODES)
+    assert (flag("--nnodes"), flag("--tp-size")) == (str(n), str(n))
+    assert flag("--dist-init-addr") == "192.168.100.11:20000"
 
 
 def test_unit_reads_nccl_env_and_advertises_the_cx7_address(host, name):

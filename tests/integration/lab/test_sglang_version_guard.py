@@ -11,9 +11,12 @@ import os
 import pathlib
 import subprocess
 
+from conftest import lab_nodes
+
 ROOT = pathlib.Path(__file__).resolve().parents[3]
-NODES = ("lab-spark-01", "lab-spark-02")
 INVENTORY = os.environ.get("DGXSPARK_LAB_INVENTORY") or "inventories/lab"
+# The scenario's machines (molecule/lab: four through a switch).
+NODES = lab_nodes(ROOT / INVENTORY)
 UNIT = "/etc/systemd/system/sglang.service"
 # What `python -c "import importlib.metadata ..."` prints for an install of SGLang 0.5.22.
 OTHER = "/usr/local/bin/python-with-sglang-0.5.22"

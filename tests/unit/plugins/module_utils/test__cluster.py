@@ -59,9 +59,12 @@ def describe(n=3, gpus=1, names=None, **group_vars):
     """The description of a group of ``n`` Sparks whose group vars are the good ones plus ``group_vars``.
 
     Cluster-wide inputs reach the plan once per host (what hostvars holds), so a group var is set on every host.
+    More than two Sparks are joined through a switch (direct cabling joins two).
     """
     names = list(names or [name_of(i) for i in range(n)])
     values = {'spark_cx7_subnets': list(SUBNETS), 'sglang_server_model': MODEL}
+    if len(names) > 2:
+        values['spark_cx7_topology'] = 'switch'
     values.update(group_vars)
     return {
         'cluster': 'spark',
@@ -738,7 +741,7 @@ def test_messages_of_an_empty_interface_list_never_count_zero_twins():
 OTHER_VALUE = {
     'spark_cx7_interfaces': ['enp1s0f0np0', 'enP2p1s0f0np0'],
     'spark_cx7_subnets': ['192.168.200.0/24', '192.168.201.0/24'],
-    'spark_cx7_topology': 'switch',
+    'spark_cx7_topology': 'direct',
     'spark_cx7_expected_speed_mbps': 100000,
     'spark_dist_init_port': 29500,
     'spark_allowed_cidrs': ['10.0.0.0/24'],

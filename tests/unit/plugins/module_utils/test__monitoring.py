@@ -41,6 +41,8 @@ def promtool():
 
 def plan(n=2, cluster='spark', **group_vars):
     values = {'spark_cx7_subnets': list(SUBNETS), 'sglang_server_model': 'Qwen/Qwen2.5-7B-Instruct'}
+    if n > 2:
+        values['spark_cx7_topology'] = 'switch'   # direct joins two Sparks
     values.update(group_vars)
     names = ['%s-%02d' % (cluster, i + 1) for i in range(n)]
     return plan_cluster({'cluster': cluster, 'play_hosts': names, 'gpus_per_node': 1,
