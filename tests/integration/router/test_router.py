@@ -99,10 +99,20 @@ def write_inventory(lab_inventory: Path, folder: Path, wheels_url: str) -> Path:
     shutil.copytree(lab_inventory / "group_vars", folder / "group_vars", dirs_exist_ok=True)
     # The lab's cluster settings (group_vars/spark.yml) for the parent of the three groups, with the native runtime and
     # one API key for all of them (a group_vars file: it outranks the hosts file's group vars).
-    shared = yaml.safe_load((folder / "group_vars" / "spark.yml").read_text())
+    # group_vars/spark.yml (a 2-machine lab), or group_vars/spark/*.yml (more: the switch's settings beside it, which
+    # one-node groups do not need).
+    spark_vars = folder / "group_vars" / "spark.yml"
+    spark_dir = folder / "group_vars" / "spark"
+    shared = {}
+    for part in [spark_vars] if spark_vars.exists() else sorted(spark_dir.glob("*.yml")):
+        shared.update(yaml.safe_load(part.read_text()) or {})
+    shared.pop("spark_cx7_topology", None)
+    if spark_vars.exists():
+        spark_vars.unlink()
+    else:
+        shutil.rmtree(spark_dir)
     shared.update(sglang_server_runtime="native", sglang_server_api_key=KEY,
                   sglang_server_credentials_dir=str(folder / "credentials"))
-    (folder / "group_vars" / "spark.yml").unlink()
     (folder / "group_vars" / "replicas.yml").write_text(yaml.safe_dump(shared, sort_keys=False))
     inventory = {"all": {"children": {
         "replicas": {
